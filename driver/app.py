@@ -1,0 +1,115 @@
+"""Assembles pynet: state database, IPAM, network driver, firewall, socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+from dataclasses import dataclass
+
+from aiohttp import web
+from pyroute2 import AsyncIPRoute
+
+from ipam import store as ipam_store
+from ipam.pools import parse_default_pools
+from ipam.service import IpamService
+
+from . import store as driver_store
+from .config import Config
+from .db import Database
+from .kernel import links
+from .kernel.firewall import Iptables
+from .network import NetworkDriver
+from .server import make_app
+
+log = logging.getLogger("pynet")
+
+
+@dataclass
+class Plugin:
+    config: Config
+    db: Database
+    ipr: AsyncIPRoute
+    driver: NetworkDriver
+    ipam: IpamService
+
+
+async def build(config: Config, ipr: AsyncIPRoute | None = None,
+                firewall: Iptables | None = None) -> Plugin:
+    """Open the state and load it; the kernel handles can be given (tests)."""
+    defaults = parse_default_pools(config.default_pools)  # refuse a bad setting before anything
+    db = Database(config.database)
+    await db.open([driver_store.SCHEMA, ipam_store.SCHEMA])
+    ipr = ipr or AsyncIPRoute()
+    firewall = firewall or Iptables()
+    driver = NetworkDriver(db, ipr, firewall, config.netns_dirs)
+    ipam = IpamService(db, defaults, host_routes=lambda: links.host_routes(ipr),
+                       holder_of=driver.holder_of, network_using=driver.network_using)
+    await driver.load()
+    await ipam.load()
+    await firewall.ensure_base()
+    return Plugin(config, db, ipr, driver, ipam)
+
+
+def _socket_in_use(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
+
+
+async def serve(config: Config) -> None:
+    plugin = await build(config)
+    if os.path.exists(config.socket):
+        if not stat.S_ISSOCK(os.stat(config.socket).st_mode):
+            raise SystemExit(f"pynet: {config.socket} exists and is not a socket")
+        if _socket_in_use(config.socket):
+            raise SystemExit(f"pynet: another process is serving on {config.socket}")
+        os.unlink(config.socket)
+    os.makedirs(os.path.dirname(config.socket) or ".", exist_ok=True)
+    runner = web.AppRunner(make_app(plugin.driver, plugin.ipam), access_log=None,
+                           handle_signals=False)
+    await runner.setup()
+    old = os.umask(0o177)  # the socket is root's only (0600) from the moment it exists
+    try:
+        await web.UnixSite(runner, config.socket).start()
+    finally:
+        os.umask(old)
+    log.info("pynet serving on %s (state %s)", config.socket, config.database)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("pynet stopping")
+    await runner.cleanup()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(config.socket)
+    await plugin.db.close()
+    plugin.ipr.close()
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

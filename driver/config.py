@@ -1,0 +1,56 @@
+"""pynet's settings: command-line flags, each defaulting to a PYNET_* variable.
+
+Environment variables are how a managed plugin is tuned (`docker plugin set`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from ipam.pools import DEFAULT_POOLS_TEXT
+
+from .network import DEFAULT_NETNS_DIRS
+
+DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
+DEFAULT_STATE_DIR = "/var/lib/pynet"
+
+
+@dataclass(frozen=True)
+class Config:
+    socket: str = DEFAULT_SOCKET
+    state_dir: str = DEFAULT_STATE_DIR
+    default_pools: str = DEFAULT_POOLS_TEXT
+    netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def database(self) -> str:
+        return os.path.join(self.state_dir, "pynet.db")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--socket", default=env("PYNET_SOCKET", DEFAULT_SOCKET),
+                        help="Unix socket to serve Docker on (PYNET_SOCKET; default %(default)s)")
+    parser.add_argument("--state-dir", default=env("PYNET_STATE_DIR", DEFAULT_STATE_DIR),
+                        help="directory of the state database (PYNET_STATE_DIR; default %(default)s)")
+    parser.add_argument("--default-pools", default=env("PYNET_DEFAULT_POOLS", DEFAULT_POOLS_TEXT),
+                        help="comma-separated BASE/SIZE ranges for networks created without --subnet"
+                             " (PYNET_DEFAULT_POOLS; default %(default)s)")
+    parser.add_argument("--netns-dirs", default=env("PYNET_NETNS_DIRS", ",".join(DEFAULT_NETNS_DIRS)),
+                        help="comma-separated directories where Docker keeps container network"
+                             " namespaces (PYNET_NETNS_DIRS; default %(default)s)")
+    parser.add_argument("--log-level", default=env("PYNET_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+                        help="(PYNET_LOG_LEVEL; default %(default)s)")
+    parser.add_argument("--log-format", default=env("PYNET_LOG_FORMAT", "text"), choices=["text", "json"],
+                        help="(PYNET_LOG_FORMAT; default %(default)s)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(socket=args.socket, state_dir=args.state_dir, default_pools=args.default_pools,
+                  netns_dirs=tuple(d for d in args.netns_dirs.split(",") if d),
+                  log_level=args.log_level, log_format=args.log_format)

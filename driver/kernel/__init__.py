@@ -1,0 +1,1 @@
+"""Kernel work: netlink (links.py) and firewall (firewall.py). No policy here."""

@@ -1,0 +1,152 @@
+"""Bridges, veth pairs and addresses, through pyroute2's AsyncIPRoute.
+
+Every function takes the netlink handle as its first argument and makes one
+kernel concern idempotent: "ensure" functions accept what is already there
+when it is pynet's own (checked by ifalias) and refuse anybody else's.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import Optional
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import Conflict, KernelError
+
+IFA_F_NODAD = 0x02  # IPv6 gateway usable at once, without duplicate address detection
+MAIN_TABLE = 254
+
+
+async def get_link(ipr: AsyncIPRoute, name: str):
+    """The link message for `name`, or None."""
+    try:
+        links = await ipr.link("get", ifname=name)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise KernelError(f"link {name}: {exc}") from None
+    return links[0] if links else None
+
+
+def _kind(link) -> Optional[str]:
+    return link.get(("linkinfo", "kind"))
+
+
+async def ensure_bridge(ipr: AsyncIPRoute, name: str, alias: str, mtu: Optional[int] = None,
+                        adopt_unmarked: bool = False) -> tuple[int, bool]:
+    """Create (or adopt pynet's own) bridge `name`, up. Returns (index, created).
+
+    The alias can only be set after creation, so a crash in between leaves an
+    unmarked bridge: `adopt_unmarked` accepts it when the name is pynet's own.
+    """
+    link = await get_link(ipr, name)
+    created = False
+    if link is None:
+        try:
+            await ipr.link("add", ifname=name, kind="bridge")
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:  # lost a race with a concurrent creator
+                raise KernelError(f"bridge {name}: cannot create: {exc}") from None
+        link = await get_link(ipr, name)
+        if link is None:
+            raise KernelError(f"bridge {name}: vanished right after it was created")
+        created = link.get("ifalias") is None
+    elif _kind(link) != "bridge" or link.get("ifalias") not in (
+            (alias, None) if adopt_unmarked else (alias,)):
+        raise Conflict(f"interface {name} already exists and is not this network's bridge"
+                       f" (kind {_kind(link) or 'unknown'}, alias {link.get('ifalias')!r})")
+    settings = {"state": "up", "ifalias": alias}
+    if mtu:
+        settings["mtu"] = mtu
+    try:
+        await ipr.link("set", index=link["index"], **settings)
+    except NetlinkError as exc:
+        if created:
+            await delete_link(ipr, name)
+        raise KernelError(f"bridge {name}: cannot bring up: {exc}") from None
+    return link["index"], created
+
+
+async def ensure_addresses(ipr: AsyncIPRoute, index: int, name: str,
+                           interfaces: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]) -> None:
+    """Add the addresses (e.g. gateways) that `index` does not have yet."""
+    present = set()
+    async for msg in await ipr.addr("dump", index=index):
+        present.add((msg.get("address"), msg.get("prefixlen")))
+    for iface in interfaces:
+        if (str(iface.ip), iface.network.prefixlen) in present:
+            continue
+        extra = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
+        try:
+            await ipr.addr("add", index=index, address=str(iface.ip),
+                           prefixlen=iface.network.prefixlen, **extra)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise KernelError(f"{name}: cannot add address {iface}: {exc}") from None
+
+
+async def delete_link(ipr: AsyncIPRoute, name: str) -> bool:
+    """Delete a link; False if it was not there."""
+    try:
+        await ipr.link("del", ifname=name)
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise KernelError(f"link {name}: cannot delete: {exc}") from None
+    return True
+
+
+async def delete_owned_link(ipr: AsyncIPRoute, name: str, alias: str) -> bool:
+    """Delete `name` only if it carries pynet's `alias` (never anybody else's link)."""
+    link = await get_link(ipr, name)
+    if link is None or link.get("ifalias") != alias:
+        return False
+    return await delete_link(ipr, name)
+
+
+async def ensure_veth(ipr: AsyncIPRoute, host: str, peer: str, bridge_index: int, alias: str,
+                      mac: str, mtu: Optional[int] = None) -> bool:
+    """A veth pair with `host` up on the bridge and `peer` left for Docker to move.
+
+    Returns True if it was created now. A pair that exists already with this
+    endpoint's alias (or none: a crash between creating and marking it; the
+    name is derived from the endpoint ID) is put right and kept.
+    """
+    link = await get_link(ipr, host)
+    created = False
+    if link is not None and link.get("ifalias") not in (alias, None):
+        raise Conflict(f"interface {host} already exists and is not this endpoint's veth"
+                       f" (alias {link.get('ifalias')!r})")
+    if link is None:
+        extra = {"mtu": mtu} if mtu else {}
+        try:
+            await ipr.link("add", ifname=host, kind="veth",
+                           peer={"ifname": peer, "address": mac, **extra}, **extra)
+        except NetlinkError as exc:
+            raise KernelError(f"veth {host}/{peer}: cannot create: {exc}") from None
+        created = True
+    try:
+        await ipr.link("set", ifname=host, master=bridge_index, state="up", ifalias=alias)
+    except NetlinkError as exc:
+        if created:
+            await delete_link(ipr, host)
+        raise KernelError(f"veth {host}: cannot attach to bridge: {exc}") from None
+    return created
+
+
+async def host_routes(ipr: AsyncIPRoute) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Destinations of the main routing table, without default routes."""
+    routes = []
+    for family in (2, 10):  # AF_INET, AF_INET6
+        async for msg in await ipr.route("dump", family=family, table=MAIN_TABLE):
+            dst, length = msg.get("dst"), msg.get("dst_len")
+            if not dst or not length:
+                continue
+            try:
+                routes.append(ipaddress.ip_network(f"{dst}/{length}", strict=False))
+            except ValueError:
+                continue
+    return routes

@@ -1,0 +1,1 @@
+"""pynet's IPAM driver: pools and addresses, persisted, with no kernel access."""

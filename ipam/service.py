@@ -1,0 +1,264 @@
+"""IPAM decisions and their persistence.
+
+Each decision is made in memory with no await in between (so concurrent
+calls see each other's results), then written in one transaction before the
+reply; if the write fails the decision is undone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Optional, Protocol
+
+from . import store
+from .addr import IPAddress, IPNetwork, parse_address, parse_network
+from .allocator import PoolAllocator
+from .errors import (AddressInUse, InvalidRequest, IpamError, PoolExhausted, PoolNotFound,
+                     PoolOverlap)
+from .pools import DefaultPool, choose_pool
+from .wire import (AddressSpacesResponse, CapabilitiesResponse, Empty, ReleaseAddressRequest,
+                   ReleasePoolRequest, RequestAddressRequest, RequestAddressResponse,
+                   RequestPoolRequest, RequestPoolResponse)
+
+log = logging.getLogger("pynet.ipam")
+
+LOCAL_SPACE = "PynetLocal"
+GLOBAL_SPACE = "PynetGlobal"
+GATEWAY_TYPE = "com.docker.network.gateway"
+# --ipam-opt keys pynet understands. Keys under com.docker. are Docker's own
+# and are accepted and ignored.
+IPAM_OPTIONS: dict[str, str] = {}
+
+
+class Db(Protocol):
+    async def write(self, fn): ...
+    async def read(self, fn): ...
+
+
+# Who holds an address or a pool, for error messages: answered by the driver,
+# which knows endpoints and networks. None when nobody is known to.
+HolderLookup = Callable[[IPNetwork, IPAddress], Awaitable[Optional[str]]]
+PoolUserLookup = Callable[[IPNetwork], Optional[str]]
+RouteSource = Callable[[], Awaitable[list[IPNetwork]]]
+
+
+@dataclass
+class Pool:
+    pool_id: str
+    address_space: str
+    allocator: PoolAllocator
+    options: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)  # address -> kind, for gateway/static only
+
+    @property
+    def network(self) -> IPNetwork:
+        return self.allocator.pool
+
+
+def pool_id_for(address_space: str, pool: IPNetwork, sub_pool: Optional[IPNetwork]) -> str:
+    """Deterministic: Docker stores it for ever, and a replay must get the same one."""
+    return f"{address_space}/{pool}" + (f"/{sub_pool}" if sub_pool else "")
+
+
+class IpamService:
+    def __init__(self, db: Db, defaults: list[DefaultPool],
+                 host_routes: Optional[RouteSource] = None,
+                 holder_of: Optional[HolderLookup] = None,
+                 network_using: Optional[PoolUserLookup] = None) -> None:
+        self.db = db
+        self.defaults = defaults
+        self._host_routes = host_routes
+        self._holder_of = holder_of
+        self._network_using = network_using or (lambda net: None)
+        self.pools: dict[str, Pool] = {}
+
+    async def load(self) -> None:
+        rows = await self.db.read(store.load_pools)
+        for row in rows:
+            sub = parse_network(row.sub_pool) if row.sub_pool else None
+            cursor = int(row.cursor) if row.cursor else None
+            alloc = PoolAllocator(parse_network(row.pool), sub, cursor)
+            pool = Pool(row.pool_id, row.address_space, alloc, row.options)
+            for address, kind in row.addresses:
+                addr = parse_address(address)
+                try:
+                    alloc.reserve(addr)
+                except IpamError as exc:  # a row that can no longer be held: say so, keep going
+                    log.warning("pool %s: saved address %s skipped: %s", row.pool_id, address, exc)
+                    continue
+                if kind != "dynamic":
+                    pool.kinds[addr] = kind
+            self.pools[row.pool_id] = pool
+        log.info("ipam: loaded %d pools, %d addresses", len(self.pools),
+                 sum(p.allocator.used_total for p in self.pools.values()))
+
+    # --- capabilities ------------------------------------------------------
+
+    def capabilities(self) -> CapabilitiesResponse:
+        # pynet persists its own state, so Docker need not replay its requests.
+        return CapabilitiesResponse(RequiresMACAddress=False, RequiresRequestReplay=False)
+
+    def address_spaces(self) -> AddressSpacesResponse:
+        return AddressSpacesResponse(LocalDefaultAddressSpace=LOCAL_SPACE,
+                                     GlobalDefaultAddressSpace=GLOBAL_SPACE)
+
+    # --- pools -------------------------------------------------------------
+
+    async def request_pool(self, req: RequestPoolRequest) -> RequestPoolResponse:
+        space = req.AddressSpace or LOCAL_SPACE
+        if space not in (LOCAL_SPACE, GLOBAL_SPACE):
+            raise InvalidRequest(f"address space {space!r} is unknown to pynet"
+                                 f" (known: {LOCAL_SPACE}, {GLOBAL_SPACE})")
+        options = check_pool_options(req.Options or {})
+        version = 6 if req.V6 else 4
+        try:
+            subnet = parse_network(req.Pool) if req.Pool else None
+            sub_pool = parse_network(req.SubPool, "ip-range") if req.SubPool else None
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if sub_pool is not None and subnet is None:
+            raise InvalidRequest(f"ip-range {sub_pool} needs a --subnet")
+        if subnet is not None and subnet.version != version:
+            raise InvalidRequest(f"subnet {subnet} is not an IPv{version} network")
+        if subnet is not None and sub_pool is not None and (
+                sub_pool.version != subnet.version or not sub_pool.subnet_of(subnet)):
+            raise InvalidRequest(f"ip-range {sub_pool} is not inside subnet {subnet}")
+
+        if subnet is None:
+            routes = await self._routes()  # before deciding: no await between choice and hold
+            taken = [p.network for p in self.pools.values()] + routes
+            subnet = choose_pool(self.defaults, version, taken)
+        else:
+            pool_id = pool_id_for(space, subnet, sub_pool)
+            existing = self.pools.get(pool_id)
+            if existing is not None and self._network_using(subnet) is None:
+                # Held but no network uses it yet: this is Docker repeating a call
+                # whose answer it did not get. Give the same pool again.
+                return RequestPoolResponse(PoolID=pool_id, Pool=str(subnet))
+            self._check_overlap(subnet)
+
+        pool_id = pool_id_for(space, subnet, sub_pool)
+        pool = Pool(pool_id, space, PoolAllocator(subnet, sub_pool), options)
+        self.pools[pool_id] = pool
+        try:
+            await self.db.write(lambda c: store.insert_pool(
+                c, pool_id, space, str(subnet), str(sub_pool or ""), options))
+        except BaseException:
+            self.pools.pop(pool_id, None)
+            raise
+        log.info("pool %s: requested (%s)", pool_id, "auto" if not req.Pool else "explicit")
+        return RequestPoolResponse(PoolID=pool_id, Pool=str(subnet))
+
+    def _check_overlap(self, subnet: IPNetwork) -> None:
+        for other in self.pools.values():
+            net = other.network
+            if net.version == subnet.version and net.overlaps(subnet):
+                user = self._network_using(net)
+                holder = f"network {user[:12]}" if user else f"pool {other.pool_id}"
+                raise PoolOverlap(f"subnet {subnet} overlaps {holder} ({net})")
+
+    async def _routes(self) -> list[IPNetwork]:
+        if self._host_routes is None:
+            return []
+        return await self._host_routes()
+
+    async def release_pool(self, req: ReleasePoolRequest) -> Empty:
+        pool = self.pools.pop(req.PoolID, None)
+        if pool is None:
+            return Empty()  # releases are idempotent
+        try:
+            await self.db.write(lambda c: store.delete_pool(c, req.PoolID))
+        except BaseException:
+            self.pools[req.PoolID] = pool
+            raise
+        log.info("pool %s: released", req.PoolID)
+        return Empty()
+
+    # --- addresses ---------------------------------------------------------
+
+    def _pool(self, pool_id: str) -> Pool:
+        pool = self.pools.get(pool_id)
+        if pool is None:
+            raise PoolNotFound(f"pool {pool_id!r} not found (was it released?)")
+        return pool
+
+    async def request_address(self, req: RequestAddressRequest) -> RequestAddressResponse:
+        pool = self._pool(req.PoolID)
+        options = req.Options or {}
+        gateway = options.get("RequestAddressType") == GATEWAY_TYPE
+        alloc = pool.allocator
+        if req.Address:
+            try:
+                addr = parse_address(req.Address)
+            except ValueError as exc:
+                raise InvalidRequest(f"pool {pool.pool_id}: {exc}") from None
+            try:
+                alloc.reserve(addr)
+            except AddressInUse:
+                holder = await self._describe_holder(pool, addr)
+                raise AddressInUse(f"address {addr} is already in use by {holder}"
+                                   f" (pool {pool.network})") from None
+            except IpamError as exc:
+                raise type(exc)(f"pool {pool.pool_id}: {exc}") from None
+            kind, cursor = ("gateway" if gateway else "static"), None
+        else:
+            try:
+                addr = alloc.allocate()
+            except PoolExhausted as exc:
+                raise PoolExhausted(f"pool {pool.pool_id}: {exc}") from None
+            kind, cursor = ("gateway" if gateway else "dynamic"), alloc.cursor
+        if kind != "dynamic":
+            pool.kinds[addr] = kind
+        try:
+            await self.db.write(lambda c: store.insert_address(c, pool.pool_id, str(addr), kind, cursor))
+        except BaseException:
+            alloc.release(addr)
+            pool.kinds.pop(addr, None)
+            raise
+        return RequestAddressResponse(Address=f"{addr}/{pool.network.prefixlen}")
+
+    async def _describe_holder(self, pool: Pool, addr: IPAddress) -> str:
+        if self._holder_of is not None:
+            holder = await self._holder_of(pool.network, addr)
+            if holder:
+                return holder
+        kind = pool.kinds.get(addr)
+        if kind == "gateway":
+            return "the gateway"
+        if kind == "static":
+            return "an explicitly requested address (--ip or --aux-address)"
+        return "an automatically allocated address"
+
+    async def release_address(self, req: ReleaseAddressRequest) -> Empty:
+        pool = self.pools.get(req.PoolID)
+        if pool is None:
+            return Empty()
+        try:
+            addr = parse_address(req.Address)
+        except ValueError as exc:
+            raise InvalidRequest(f"pool {pool.pool_id}: {exc}") from None
+        if not pool.allocator.release(addr):
+            return Empty()
+        kind = pool.kinds.pop(addr, None)
+        try:
+            await self.db.write(lambda c: store.delete_address(c, pool.pool_id, str(addr)))
+        except BaseException:
+            pool.allocator.reserve(addr)
+            if kind:
+                pool.kinds[addr] = kind
+            raise
+        return Empty()
+
+
+def check_pool_options(options: dict[str, str]) -> dict[str, str]:
+    """Refuse unknown --ipam-opt keys; keep Docker's own (com.docker.*) aside."""
+    kept = {}
+    for key, value in options.items():
+        if key.startswith("com.docker."):
+            continue
+        if key not in IPAM_OPTIONS:
+            known = ", ".join(sorted(IPAM_OPTIONS)) or "none"
+            raise InvalidRequest(f"unknown --ipam-opt {key!r} (pynet's IPAM options: {known})")
+        kept[key] = value
+    return kept
