@@ -1,0 +1,93 @@
+"""Fixtures for the end-to-end tier: one private Docker host per test session."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_hosts
+
+REQUIRED = os.environ.get("PYNET_E2E") == "required"  # set by the test command: never skip there
+
+
+def _missing() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("dockerd", "docker", "busybox", "nsenter", "unshare", "curl", "iptables"):
+        if shutil.which(tool) is None and not (tool == "busybox" and Path("/bin/busybox").exists()):
+            return f"needs {tool}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def host():
+    missing = _missing()
+    if missing:
+        if REQUIRED:
+            pytest.fail(f"end-to-end tests {missing} (PYNET_E2E=required)")
+        pytest.skip(f"end-to-end tests {missing}")
+    remove_stale_hosts()
+    workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-"))
+    h = DockerHost("h1", workdir)
+    try:
+        h.start()
+        h.docker("import", str(build_image_tar(workdir)), IMAGE)
+        yield h
+    finally:
+        h.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+_names = itertools.count(1)
+
+
+class Scenario:
+    """Names networks and containers uniquely and removes them afterwards."""
+
+    def __init__(self, host: DockerHost) -> None:
+        self.host = host
+        self.networks: list[str] = []
+        self.containers: list[str] = []
+
+    def name(self, stem: str) -> str:
+        return f"{stem}{next(_names)}"
+
+    def network(self, *args: str, name: str | None = None, driver: str = PLUGIN, ipam: str | None = PLUGIN) -> str:
+        name = name or self.name("net")
+        argv = ["network", "create", "-d", driver]
+        if ipam:
+            argv += ["--ipam-driver", ipam]
+        self.host.docker(*argv, *args, name)
+        self.networks.append(name)
+        return name
+
+    def run(self, network: str, *args: str, name: str | None = None, cmd: tuple = ("sleep", "1000"),
+            detach: bool = True) -> str:
+        """Start a container; returns its name (detached) or its output."""
+        name = name or self.name("c")
+        self.containers.append(name)
+        argv = ["run", "--name", name, "--network", network, *args]
+        if detach:
+            return self.host.docker(*argv, "-d", IMAGE, *cmd) and name
+        return self.host.docker(*argv, "--rm", IMAGE, *cmd)
+
+    def exec(self, container: str, *cmd: str) -> str:
+        return self.host.docker("exec", container, *cmd)
+
+    def cleanup(self) -> None:
+        if self.containers:
+            self.host.docker_proc("rm", "-f", *self.containers)
+        for net in reversed(self.networks):
+            self.host.docker_proc("network", "rm", net)
+
+
+@pytest.fixture
+def scenario(host):
+    s = Scenario(host)
+    yield s
+    s.cleanup()

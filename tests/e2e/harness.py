@@ -1,0 +1,241 @@
+"""A private Docker "host" for end-to-end tests.
+
+Each host is a network namespace with its own dockerd (private data root,
+exec root, API socket and containerd namespace) and its own pynet, so a test
+run never touches the machine's own Docker, links or firewall: everything it
+creates lives in the namespace and goes with it.
+
+dockerd runs under `nsenter --net=... unshare -m` (not `ip netns exec`, which
+remounts /sys and hides cgroups); in its private mount namespace a tmpfs over
+/run/docker/plugins holds only this host's plugin socket link.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+PLUGIN = "pynet-e2e"  # the plugin name tests use; private to the host's mount namespace
+IMAGE = "pynet-test-busybox:latest"
+NS_PREFIX = "pynet-e2e-"
+BUSYBOX_APPLETS = ("sh", "ip", "ping", "ping6", "wget", "nc", "httpd", "sleep", "ls", "cat",
+                   "true", "hostname", "echo")
+
+
+def run(argv: Sequence[str], check: bool = True, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), check=check, timeout=timeout, capture_output=True, text=True, **kw)
+
+
+class CommandFailed(AssertionError):
+    pass
+
+
+class DockerHost:
+    def __init__(self, name: str, workdir: Path) -> None:
+        self.name = name
+        self.ns = NS_PREFIX + name
+        self.workdir = workdir
+        self.socket = workdir / "docker.sock"
+        self.pynet_socket = workdir / "pynet.sock"
+        self.state_dir = workdir / "state"
+        self.exec_root = workdir / "exec"
+        self.dockerd: Optional[subprocess.Popen] = None
+        self.pynet: Optional[subprocess.Popen] = None
+        self._pynet_log = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        run(["ip", "netns", "add", self.ns])
+        run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
+        self.start_pynet()
+        self.start_dockerd()
+
+    def start_dockerd(self) -> None:
+        log = open(self.workdir / "dockerd.log", "ab")
+        argv = ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "-m", "--propagation", "private",
+                sys.executable, str(Path(__file__).with_name("dockerd_launcher.py")),
+                str(self.pynet_socket), PLUGIN,
+                "dockerd", "--data-root", str(self.workdir / "data"), "--exec-root", str(self.exec_root),
+                "-H", f"unix://{self.socket}", "--pidfile", str(self.workdir / "docker.pid"),
+                "--bridge", "none", "--containerd-namespace", f"pynet-e2e-{self.name}",
+                "--containerd-plugins-namespace", f"pynet-e2e-{self.name}-plugins"]
+        self.dockerd = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.dockerd.poll() is not None:
+                raise RuntimeError(f"dockerd exited ({self.dockerd.returncode}); see {self.workdir}/dockerd.log")
+            if self.socket.exists() and run(self.docker_argv("version"), check=False, timeout=10).returncode == 0:
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"dockerd did not answer within 90 s; see {self.workdir}/dockerd.log")
+
+    def stop_dockerd(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.dockerd is None:
+            return
+        if self.dockerd.poll() is None:
+            self.dockerd.send_signal(sig)
+            try:
+                self.dockerd.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.dockerd.kill()
+                self.dockerd.wait(10)
+        self.dockerd = None
+
+    def start_pynet(self, extra: Sequence[str] = ()) -> None:
+        self._pynet_log = open(self.workdir / "pynet.log", "ab")
+        argv = ["nsenter", f"--net=/run/netns/{self.ns}", sys.executable, "-m", "driver", "serve",
+                "--socket", str(self.pynet_socket), "--state-dir", str(self.state_dir),
+                "--netns-dirs", str(self.exec_root / "netns"), "--log-level", "DEBUG", *extra]
+        self.pynet = subprocess.Popen(argv, stdout=self._pynet_log, stderr=subprocess.STDOUT,
+                                      cwd=Path(__file__).resolve().parents[2])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.pynet.poll() is not None:
+                raise RuntimeError(f"pynet exited ({self.pynet.returncode}); see {self.workdir}/pynet.log")
+            if self.pynet_socket.exists() and self.pynet_call("Plugin.Activate") is not None:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("pynet did not come up within 20 s")
+
+    def stop_pynet(self, sig: int = signal.SIGTERM) -> None:
+        if self.pynet is None:
+            return
+        if self.pynet.poll() is None:
+            self.pynet.send_signal(sig)
+            try:
+                self.pynet.wait(15)
+            except subprocess.TimeoutExpired:
+                self.pynet.kill()
+                self.pynet.wait(5)
+        self.pynet = None
+
+    def restart_pynet(self, sig: int = signal.SIGTERM) -> None:
+        self.stop_pynet(sig)
+        self.start_pynet()
+
+    def close(self) -> None:
+        """Leave nothing behind, whatever state the host is in."""
+        if self.dockerd is not None and self.dockerd.poll() is None:
+            self.docker_proc("rm", "-f", *self.container_ids())
+        self.stop_dockerd()
+        self.stop_pynet()
+        remove_namespace(self.ns)
+        if self._pynet_log:
+            self._pynet_log.close()
+
+    # --- talking to it -----------------------------------------------------
+
+    def docker_argv(self, *args: str) -> list[str]:
+        return ["docker", "-H", f"unix://{self.socket}", *args]
+
+    def docker(self, *args: str, timeout: float = 120) -> str:
+        """Run a docker command that must succeed; return its output."""
+        proc = run(self.docker_argv(*args), check=False, timeout=timeout)
+        if proc.returncode != 0:
+            raise CommandFailed(f"docker {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        return proc.stdout.strip()
+
+    def docker_proc(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run a docker command whatever its outcome."""
+        return run(self.docker_argv(*args), check=False, timeout=timeout)
+
+    def docker_fails(self, *args: str) -> str:
+        """Run a docker command that must fail; return its error text."""
+        proc = self.docker_proc(*args)
+        if proc.returncode == 0:
+            raise AssertionError(f"docker {' '.join(args)} succeeded but should have failed:\n{proc.stdout}")
+        return proc.stderr
+
+    def container_ids(self) -> list[str]:
+        proc = self.docker_proc("ps", "-aq")
+        return proc.stdout.split() if proc.returncode == 0 else []
+
+    def inspect(self, obj: str) -> dict:
+        return json.loads(self.docker("inspect", obj))[0]
+
+    def container_ip(self, name: str, network: str, v6: bool = False) -> str:
+        nets = self.inspect(name)["NetworkSettings"]["Networks"]
+        return nets[network]["GlobalIPv6Address" if v6 else "IPAddress"]
+
+    def pynet_call(self, method: str, body: Optional[dict] = None) -> Optional[dict]:
+        proc = run(["curl", "-sS", "--max-time", "5", "--unix-socket", str(self.pynet_socket),
+                    "-X", "POST", "-d", json.dumps(body or {}), f"http://pynet/{method}"], check=False)
+        if proc.returncode != 0:
+            return None
+        return json.loads(proc.stdout)
+
+    def ip_json(self, *args: str) -> list:
+        return json.loads(run(["ip", "-n", self.ns, "-j", *args]).stdout or "[]")
+
+    def netns_exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run(["ip", "netns", "exec", self.ns, *argv], check=check)
+
+    def links(self) -> list[dict]:
+        return self.ip_json("-d", "link", "show")
+
+    def pynet_links(self) -> list[str]:
+        return [link["ifname"] for link in self.links()
+                if (link.get("ifalias") or "").startswith("pynet:")
+                or link["ifname"].startswith(("pn-", "pnh", "pnc"))]
+
+    def firewall_rules(self) -> str:
+        return "\n".join(self.netns_exec(tool, "-S").stdout for tool in ("iptables", "ip6tables"))
+
+    def state_rows(self, table: str) -> int:
+        import sqlite3
+        with sqlite3.connect(self.state_dir / "pynet.db") as conn:
+            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def remove_namespace(ns: str) -> None:
+    """Kill every process in a namespace, then delete it."""
+    if not Path(f"/run/netns/{ns}").exists():
+        return
+    for _ in range(3):
+        pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        time.sleep(0.5)
+    run(["ip", "netns", "del", ns], check=False)
+
+
+def remove_stale_hosts() -> None:
+    """Clear what a run killed before its teardown left behind."""
+    for entry in run(["ip", "netns", "list"], check=False).stdout.splitlines():
+        name = entry.split()[0] if entry.split() else ""
+        if name.startswith(NS_PREFIX):
+            remove_namespace(name)
+
+
+def build_image_tar(dest: Path) -> Path:
+    """A root filesystem of static busybox and its applets, for `docker import`."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    tar_path = dest / "busybox.tar"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "bin").mkdir()
+        shutil.copy2(busybox, root / "bin" / "busybox")
+        for applet in BUSYBOX_APPLETS:
+            (root / "bin" / applet).symlink_to("busybox")
+        for d in ("etc", "proc", "sys", "dev", "tmp", "www"):
+            (root / d).mkdir()
+        (root / "www" / "index.html").write_text("pynet\n")
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(root, arcname=".")
+    return tar_path
