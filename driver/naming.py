@@ -49,7 +49,7 @@ def endpoint_mac(endpoint_id: str) -> str:
 
 def check_ifname(name: str) -> str:
     """Raise ValueError unless `name` is a safe Linux interface name."""
-    if not _IFNAME.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not _IFNAME.fullmatch(name) or name in (".", ".."):
         raise ValueError(f"{name!r} is not a valid interface name (at most {IFNAME_MAX} characters"
                          " of letters, digits, '_', '.', '-', not starting with '.' or '-')")
     return name

@@ -146,7 +146,7 @@ class NetworkDriver:
             self.networks.pop(req.NetworkID, None)
             for ep in leftovers:
                 self.endpoints.pop(ep.endpoint_id, None)
-        self._locks.pop(req.NetworkID, None)
+        # The lock stays: a call queued on it must find the network gone, not a new lock.
         if errors:
             raise KernelError(f"network {nid}: deleted, but cleaning up failed: {'; '.join(errors)}")
         log.info("network %s: deleted (bridge %s)", nid, net.bridge)
@@ -171,7 +171,7 @@ class NetworkDriver:
                 raise InvalidRequest(f"endpoint {eid}: address {addr} is outside the subnets of"
                                      f" network {naming.short(net.network_id)} ({pools})")
         mac = iface.MacAddress if iface else ""
-        if mac and not _MAC.match(mac):
+        if mac and not _MAC.fullmatch(mac):
             raise InvalidRequest(f"endpoint {eid}: MacAddress {mac!r} is not a MAC address")
         host, peer = naming.veth_names(req.EndpointID)
         return store.Endpoint(req.EndpointID, req.NetworkID, host, peer,
@@ -182,6 +182,7 @@ class NetworkDriver:
         net = self._network(req.NetworkID)
         ep = self._endpoint_from_request(net, req)
         async with self._locks[req.NetworkID]:
+            net = self._network(req.NetworkID)  # again: it may have been deleted while we waited
             existing = self.endpoints.get(ep.endpoint_id)
             if existing is not None:
                 if not existing.same_definition(ep):
@@ -255,6 +256,9 @@ class NetworkDriver:
         if await links.get_link(self.ipr, ep.peer_if) is None:
             # Docker has not moved it yet, so it must be here: rebuild a pair that went away.
             async with self._locks[req.NetworkID]:
+                net = self._network(req.NetworkID)
+                if self.endpoints.get(req.EndpointID) is not ep:
+                    raise NotFound(f"endpoint {eid} was deleted while joining")
                 await links.delete_link(self.ipr, ep.host_if)
                 await self._ensure_endpoint_kernel(net, ep)
         if ep.sandbox != sandbox:

@@ -74,6 +74,16 @@ class BadRequest(Exception):
     """The body could not be read as the call's request."""
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, however it arrives; BadRequest past MAX_BODY."""
+    raw = bytearray()
+    while chunk := await request.content.read(MAX_BODY + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise BadRequest(f"body larger than {MAX_BODY} bytes")
+    return bytes(raw)
+
+
 def parse_body(model: type[BaseModel], raw: bytes) -> BaseModel:
     if not raw.strip():
         raw = b"{}"  # Docker sends some calls with no body at all
@@ -137,9 +147,7 @@ def make_app(driver: NetworkDriver, ipam: IpamService) -> web.Application:
         started = time.perf_counter()
         body = None
         try:
-            raw = await request.content.read(MAX_BODY + 1)
-            if len(raw) > MAX_BODY:
-                raise BadRequest(f"body larger than {MAX_BODY} bytes")
+            raw = await read_body(request)
             body = parse_body(route.request, raw) if route.request else None
             result = route.handler(body)
             if not isinstance(result, BaseModel):

@@ -54,9 +54,12 @@ class Iptables:
 
     async def run(self, family: int, args: Sequence[str]) -> tuple[int, str]:
         argv = [*self.prefix, self.binaries[family], "-w", "5", *args]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except OSError as exc:
+            raise KernelError(f"cannot run {argv[0]}: {exc}") from None
         out, err = await proc.communicate()
         return proc.returncode or 0, (out + err).decode(errors="replace").strip()
 

@@ -117,9 +117,9 @@ async def ensure_veth(ipr: AsyncIPRoute, host: str, peer: str, bridge_index: int
     """
     link = await get_link(ipr, host)
     created = False
-    if link is not None and link.get("ifalias") not in (alias, None):
+    if link is not None and (link.get("ifalias") not in (alias, None) or _kind(link) != "veth"):
         raise Conflict(f"interface {host} already exists and is not this endpoint's veth"
-                       f" (alias {link.get('ifalias')!r})")
+                       f" (kind {_kind(link) or 'unknown'}, alias {link.get('ifalias')!r})")
     if link is None:
         extra = {"mtu": mtu} if mtu else {}
         try:
