@@ -22,6 +22,7 @@ from ipam.service import IpamService
 from . import store as driver_store
 from .config import Config
 from .db import Database
+from .firewall import Firewall
 from .kernel import links
 from .kernel.firewall import Iptables
 from .network import NetworkDriver
@@ -37,23 +38,24 @@ class Plugin:
     ipr: AsyncIPRoute
     driver: NetworkDriver
     ipam: IpamService
+    firewall: Firewall
 
 
 async def build(config: Config, ipr: AsyncIPRoute | None = None,
-                firewall: Iptables | None = None) -> Plugin:
+                iptables: Iptables | None = None) -> Plugin:
     """Open the state and load it; the kernel handles can be given (tests)."""
     defaults = parse_default_pools(config.default_pools)  # refuse a bad setting before anything
     db = Database(config.database)
-    await db.open([driver_store.SCHEMA, ipam_store.SCHEMA])
+    await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
     ipr = ipr or AsyncIPRoute()
-    firewall = firewall or Iptables()
+    firewall = Firewall(iptables or Iptables())
     driver = NetworkDriver(db, ipr, firewall, config.netns_dirs)
     ipam = IpamService(db, defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=driver.holder_of, network_using=driver.network_using)
     await driver.load()
     await ipam.load()
-    await firewall.ensure_base()
-    return Plugin(config, db, ipr, driver, ipam)
+    await firewall.check()  # pynet's chains and every saved network's rules
+    return Plugin(config, db, ipr, driver, ipam, firewall)
 
 
 def _socket_in_use(path: str) -> bool:
@@ -84,12 +86,18 @@ async def serve(config: Config) -> None:
         os.umask(old)
     log.info("pynet serving on %s (state %s)", config.socket, config.database)
 
+    watcher = None
+    if config.firewall_interval > 0:
+        watcher = asyncio.create_task(plugin.firewall.watch(config.firewall_interval))
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("pynet stopping")
+    if watcher:
+        watcher.cancel()
     await runner.cleanup()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(config.socket)

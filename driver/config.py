@@ -25,6 +25,7 @@ class Config:
     netns_dirs: tuple[str, ...] = DEFAULT_NETNS_DIRS
     log_level: str = "INFO"
     log_format: str = "text"
+    firewall_interval: float = 2.0
 
     @property
     def database(self) -> str:
@@ -46,11 +47,24 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=env("PYNET_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                         help="(PYNET_LOG_LEVEL; default %(default)s)")
+    parser.add_argument("--firewall-interval", type=_interval,
+                        default=env("PYNET_FIREWALL_INTERVAL", "2"),
+                        help="seconds between checks that pynet's firewall rules are still in place;"
+                             " missing ones are put back (PYNET_FIREWALL_INTERVAL; 0 turns it off;"
+                             " default %(default)s)")
     parser.add_argument("--log-format", default=env("PYNET_LOG_FORMAT", "text"), choices=["text", "json"],
                         help="(PYNET_LOG_FORMAT; default %(default)s)")
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (off) or more seconds")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return Config(socket=args.socket, state_dir=args.state_dir, default_pools=args.default_pools,
                   netns_dirs=tuple(d for d in args.netns_dirs.split(",") if d),
-                  log_level=args.log_level, log_format=args.log_format)
+                  log_level=args.log_level, log_format=args.log_format,
+                  firewall_interval=float(args.firewall_interval))

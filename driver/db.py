@@ -23,10 +23,11 @@ class Database:
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-db")
 
-    async def open(self, schemas: Iterable[str]) -> None:
+    async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
+        """Create the tables (SQL scripts) and run migrations (callables), in order."""
         await self._call(self._open_sync, list(schemas))
 
-    def _open_sync(self, schemas: list[str]) -> None:
+    def _open_sync(self, schemas: list) -> None:
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
         old = os.umask(0o077)  # database, WAL and journal files: root only
@@ -38,7 +39,10 @@ class Database:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
         for schema in schemas:
-            conn.executescript(schema)
+            if callable(schema):
+                schema(conn)
+            else:
+                conn.executescript(schema)
         self._conn = conn
 
     async def _call(self, fn: Callable[..., T], *args) -> T:

@@ -21,9 +21,13 @@ from ipam.addr import IPAddress, IPNetwork, parse_address, parse_interface, pars
 from . import naming, store
 from .db import Database
 from .errors import Conflict, DriverError, InvalidRequest, KernelError, NotFound
+from .firewall import Firewall
 from .kernel import links
-from .kernel.firewall import Iptables, network_rules
+from .kernel.sysctl import Sysctl
 from .options import parse_network_options
+from .portmap import parse_portmap
+from .publish import Publisher
+from .rules import NetworkPolicy, Rule, binding_rules, network_rules
 from .wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, Empty, EndpointRequest, IPAMData, InterfaceName,
                    InterfaceReply, JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
@@ -33,25 +37,36 @@ log = logging.getLogger("pynet.driver")
 
 DEFAULT_NETNS_DIRS = ("/var/run/docker/netns", "/run/docker/netns")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-PORTMAP = "com.docker.network.portmap"
 
 
 class NetworkDriver:
-    def __init__(self, db: Database, ipr: AsyncIPRoute, firewall: Iptables,
-                 netns_dirs: Sequence[str] = DEFAULT_NETNS_DIRS) -> None:
+    def __init__(self, db: Database, ipr: AsyncIPRoute, firewall: Firewall,
+                 netns_dirs: Sequence[str] = DEFAULT_NETNS_DIRS, sysctl: Sysctl | None = None) -> None:
         self.db = db
         self.ipr = ipr
+        self.sysctl = sysctl or Sysctl()
         self.firewall = firewall
+        firewall.wanted = self.wanted_rules
         self.netns_dirs = tuple(os.path.normpath(d) for d in netns_dirs)
         self.networks: dict[str, store.Network] = {}
         self.endpoints: dict[str, store.Endpoint] = {}
+        self.publisher = Publisher()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
         networks, endpoints = await self.db.read(store.load)
         self.networks = {n.network_id: n for n in networks}
         self.endpoints = {e.endpoint_id: e for e in endpoints}
+        for ep in self.endpoints.values():
+            for problem in self.publisher.hold(ep):
+                log.warning("published port not held again: %s", problem)
         log.info("driver: loaded %d networks, %d endpoints", len(self.networks), len(self.endpoints))
+
+    def wanted_rules(self) -> list[list[Rule]]:
+        """Every group of firewall rules the saved state calls for."""
+        groups = [network_rules(_policy(net)) for net in self.networks.values()]
+        groups += [self._binding_rules(ep) for ep in self.endpoints.values() if ep.bindings]
+        return groups
 
     def _network(self, network_id: str) -> store.Network:
         net = self.networks.get(network_id)
@@ -94,7 +109,7 @@ class NetworkDriver:
             try:
                 await self.db.write(lambda c: store.insert_network(c, net))
             except BaseException:
-                await self._remove_network_kernel(net, created)
+                await _collect(self._remove_network_kernel(net, created))
                 raise
             self.networks[net.network_id] = net
         log.info("network %s: created on bridge %s (%s)", nid, net.bridge,
@@ -108,22 +123,35 @@ class NetworkDriver:
         """
         adopt = net.bridge == naming.bridge_name(net.network_id)
         index, created = await links.ensure_bridge(
-            self.ipr, net.bridge, naming.network_alias(net.network_id), adopt_unmarked=adopt)
+            self.ipr, net.bridge, naming.network_alias(net.network_id), mtu=net.options.mtu,
+            adopt_unmarked=adopt)
         try:
-            gateways = [s.gateway for s in net.subnets if s.gateway]
-            await links.ensure_addresses(self.ipr, index, net.bridge, gateways)
-            await self.firewall.ensure(self._rules(net))  # adds all or none
+            subnets = net.ipv6 if net.options.inhibit_ipv4 else net.subnets
+            await links.ensure_addresses(self.ipr, index, net.bridge, [s.gateway for s in subnets if s.gateway])
+            await self._ensure_sysctls(net)
+            await self.firewall.ensure([network_rules(_policy(net))])
         except BaseException:
+            # Undo, best effort: the original error is the one to report.
+            await _collect(self.firewall.remove(network_rules(_policy(net))))
             if created:
-                await links.delete_link(self.ipr, net.bridge)
+                await _collect(links.delete_link(self.ipr, net.bridge))
             raise
         return created
 
-    def _rules(self, net: store.Network):
-        return network_rules(net.bridge, naming.firewall_tag(net.network_id))
+    async def _ensure_sysctls(self, net: store.Network) -> None:
+        if net.options.internal:
+            return
+        wanted = ["net/ipv4/ip_forward", f"net/ipv4/conf/{net.bridge}/route_localnet"]
+        if net.ipv6:
+            wanted.append("net/ipv6/conf/all/forwarding")
+        for key in wanted:
+            problem = await self.sysctl.ensure(key, "1")
+            if problem:  # e.g. a read-only /proc/sys in a managed plugin
+                log.warning("network %s: %s: outbound traffic or ports published on 127.0.0.1"
+                            " may not work", naming.short(net.network_id), problem)
 
     async def _remove_network_kernel(self, net: store.Network, bridge_too: bool = True) -> None:
-        await self.firewall.delete(self._rules(net))
+        await self.firewall.remove(network_rules(_policy(net)))
         if bridge_too:
             await links.delete_owned_link(self.ipr, net.bridge, naming.network_alias(net.network_id))
 
@@ -208,9 +236,13 @@ class NetworkDriver:
             await self._ensure_network_kernel(net)
             bridge = await links.get_link(self.ipr, net.bridge)
         return await links.ensure_veth(self.ipr, ep.host_if, ep.peer_if, bridge["index"],
-                                       naming.endpoint_alias(ep.endpoint_id), ep.mac)
+                                       naming.endpoint_alias(ep.endpoint_id), ep.mac,
+                                       mtu=net.options.mtu)
 
     async def _delete_endpoint_kernel(self, ep: store.Endpoint) -> None:
+        if ep.bindings:
+            await self.firewall.remove(self._binding_rules(ep))
+        self.publisher.release(ep.endpoint_id)
         await links.delete_owned_link(self.ipr, ep.host_if, naming.endpoint_alias(ep.endpoint_id))
 
     async def delete_endpoint(self, req: EndpointRequest) -> Empty:
@@ -233,7 +265,8 @@ class NetworkDriver:
         if ep is None:
             return OperInfoResponse(Value={})
         return OperInfoResponse(Value={"HostInterface": ep.host_if, "MacAddress": ep.mac,
-                                       "Sandbox": ep.sandbox})
+                                       "Sandbox": ep.sandbox,
+                                       "PublishedPorts": [str(b) for b in ep.bindings]})
 
     # --- join and leave ----------------------------------------------------
 
@@ -264,11 +297,14 @@ class NetworkDriver:
         if ep.sandbox != sandbox:
             await self.db.write(lambda c: store.set_sandbox(c, ep.endpoint_id, sandbox))
             ep.sandbox = sandbox
+        name = InterfaceName(SrcName=ep.peer_if, DstPrefix="eth")
+        if net.options.internal:
+            # No way out, and Docker must not add one (docker_gwbridge) either.
+            return JoinResponse(InterfaceName=name, DisableGatewayService=True)
         gw4, gw6 = net.gateway4, net.gateway6
-        return JoinResponse(
-            InterfaceName=InterfaceName(SrcName=ep.peer_if, DstPrefix="eth"),
-            Gateway=str(gw4.ip) if gw4 and ep.address else "",
-            GatewayIPv6=str(gw6.ip) if gw6 and ep.address6 else "")
+        return JoinResponse(InterfaceName=name,
+                            Gateway=str(gw4.ip) if gw4 and ep.address else "",
+                            GatewayIPv6=str(gw6.ip) if gw6 and ep.address6 else "")
 
     async def leave(self, req: EndpointRequest) -> Empty:
         ep = self.endpoints.get(req.EndpointID)
@@ -277,13 +313,55 @@ class NetworkDriver:
             ep.sandbox = ""
         return Empty()
 
+    # --- published ports ---------------------------------------------------
+
+    def _binding_rules(self, ep: store.Endpoint) -> list[Rule]:
+        tag = naming.firewall_tag(ep.network_id)
+        return [rule for b in ep.bindings for rule in binding_rules(b, tag)]
+
     async def program_external_connectivity(self, req: ProgramExternalConnectivityRequest) -> Empty:
-        if (req.Options or {}).get(PORTMAP):
-            raise InvalidRequest(f"endpoint {naming.short(req.EndpointID)}: publishing ports (-p) is"
-                                 " not supported by this version of pynet")
+        eid = naming.short(req.EndpointID)
+        requests = parse_portmap(req.Options)
+        async with self._locks[req.NetworkID]:
+            net = self._network(req.NetworkID)
+            ep = self.endpoints.get(req.EndpointID)
+            if ep is None or ep.network_id != req.NetworkID:
+                raise NotFound(f"endpoint {eid} not found on network {naming.short(req.NetworkID)}")
+            if net.options.internal:
+                if requests:
+                    raise InvalidRequest(f"endpoint {eid}: network {naming.short(net.network_id)} is"
+                                         " internal: ports cannot be published from it")
+                return Empty()
+            if ep.bindings:  # a repeat: the ports are held; make sure the rules are there
+                await self.firewall.ensure([self._binding_rules(ep)])
+                return Empty()
+            if not requests:
+                return Empty()
+            others = [(e, b) for e in self.endpoints.values() if e is not ep for b in e.bindings]
+            bindings = self.publisher.bind(net, ep, requests, others)
+            ep.bindings = bindings
+            rules = self._binding_rules(ep)
+            try:
+                await self.firewall.ensure([rules])
+                await self.db.write(lambda c: store.set_bindings(c, ep.endpoint_id, bindings))
+            except BaseException:
+                ep.bindings = []
+                self.publisher.release(ep.endpoint_id)
+                await _collect(self.firewall.remove(rules))
+                raise
+        log.info("endpoint %s: published %s", eid, ", ".join(str(b) for b in bindings))
         return Empty()
 
     async def revoke_external_connectivity(self, req: EndpointRequest) -> Empty:
+        async with self._locks[req.NetworkID]:
+            ep = self.endpoints.get(req.EndpointID)
+            if ep is None or not ep.bindings:
+                return Empty()
+            await self.firewall.remove(self._binding_rules(ep))
+            self.publisher.release(ep.endpoint_id)
+            await self.db.write(lambda c: store.set_bindings(c, ep.endpoint_id, []))
+            ep.bindings = []
+        log.info("endpoint %s: ports unpublished", naming.short(req.EndpointID))
         return Empty()
 
     # --- lookups for the IPAM's error messages -----------------------------
@@ -325,6 +403,15 @@ def _subnet(nid: str, data: IPAMData, version: int) -> store.Subnet:
         if addr not in pool:
             raise InvalidRequest(f"network {nid}: aux address {name}={addr} is outside subnet {pool}")
     return store.Subnet(pool, gateway, aux)
+
+
+def _policy(net: store.Network) -> NetworkPolicy:
+    o = net.options
+    return NetworkPolicy(
+        bridge=net.bridge, tag=naming.firewall_tag(net.network_id),
+        subnets4=tuple(str(s.pool) for s in net.ipv4), subnets6=tuple(str(s.pool) for s in net.ipv6),
+        icc=o.icc, masquerade4=o.masquerade, masquerade6=o.gateway_mode_ipv6 == "nat",
+        internal=o.internal)
 
 
 def _endpoint_reply(ep: store.Endpoint) -> CreateEndpointResponse:

@@ -15,6 +15,7 @@ from typing import Optional
 from ipam.addr import IPAddress, IPInterface, IPNetwork, parse_address, parse_interface, parse_network
 
 from .options import NetworkOptions
+from .portmap import Binding
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (
@@ -35,10 +36,18 @@ CREATE TABLE IF NOT EXISTS endpoints (
     address      TEXT NOT NULL DEFAULT '',
     address6     TEXT NOT NULL DEFAULT '',
     sandbox      TEXT NOT NULL DEFAULT '',
-    created      REAL NOT NULL
+    created      REAL NOT NULL,
+    ports        TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS endpoints_by_network ON endpoints(network_id);
 """
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an earlier pynet up to this schema."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(endpoints)")}
+    if "ports" not in columns:
+        conn.execute("ALTER TABLE endpoints ADD COLUMN ports TEXT NOT NULL DEFAULT '[]'")
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,7 @@ class Endpoint:
     address6: Optional[IPInterface] = None
     sandbox: str = ""
     created: float = field(default_factory=time.time)
+    bindings: list[Binding] = field(default_factory=list)  # published ports, while programmed
 
     def same_definition(self, other: "Endpoint") -> bool:
         return (self.network_id, self.mac, self.address, self.address6) == \
@@ -129,6 +139,11 @@ def set_sandbox(conn: sqlite3.Connection, endpoint_id: str, sandbox: str) -> Non
     conn.execute("UPDATE endpoints SET sandbox = ? WHERE endpoint_id = ?", (sandbox, endpoint_id))
 
 
+def set_bindings(conn: sqlite3.Connection, endpoint_id: str, bindings: list[Binding]) -> None:
+    conn.execute("UPDATE endpoints SET ports = ? WHERE endpoint_id = ?",
+                 (json.dumps([b.to_json() for b in bindings]), endpoint_id))
+
+
 def delete_endpoint(conn: sqlite3.Connection, endpoint_id: str) -> None:
     conn.execute("DELETE FROM endpoints WHERE endpoint_id = ?", (endpoint_id,))
 
@@ -142,7 +157,7 @@ def load(conn: sqlite3.Connection) -> tuple[list[Network], list[Endpoint]]:
     endpoints = [
         Endpoint(r[0], r[1], r[2], r[3], r[4], bool(r[5]),
                  parse_interface(r[6]) if r[6] else None, parse_interface(r[7]) if r[7] else None,
-                 r[8], r[9])
+                 r[8], r[9], [Binding.from_json(b) for b in json.loads(r[10])])
         for r in conn.execute("SELECT endpoint_id, network_id, host_if, peer_if, mac, mac_reported,"
-                              " address, address6, sandbox, created FROM endpoints")]
+                              " address, address6, sandbox, created, ports FROM endpoints")]
     return networks, endpoints

@@ -1,118 +1,85 @@
-"""Firewall rules pynet owns, through the iptables binaries Docker uses.
+"""Reading and writing the firewall through the iptables tools Docker uses.
 
-Rules are built by pure functions (testable without root) and applied by an
-`Iptables` runner from argv lists, never a shell string. pynet's rules live
-in its own chain, PYNET-FORWARD, jumped to from FORWARD; every rule carries a
-comment naming its network, so removal never touches anybody else's rules.
+Mechanism only: `snapshot` reads a family's rules (iptables-save), `apply`
+writes a batch of lines with iptables-restore --noflush, which the kernel
+applies atomically per table. Which lines to write is decided elsewhere
+(driver/rules.py). Everything runs from argv lists, never a shell string.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import KernelError
 
-log = logging.getLogger("pynet.firewall")
 
-FORWARD_CHAIN = "PYNET-FORWARD"
+@dataclass
+class Snapshot:
+    """One family's chains and rules, as iptables-save printed them."""
 
+    family: int
+    chains: set[tuple[str, str]] = field(default_factory=set)  # (table, chain)
+    rules: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # -> specs in order
 
-@dataclass(frozen=True)
-class Rule:
-    family: int  # 4 or 6
-    table: str
-    chain: str
-    spec: tuple[str, ...]  # match and target, as after `-A CHAIN`
+    def chain_rules(self, table: str, chain: str) -> list[str]:
+        return self.rules.get((table, chain), [])
 
-
-def base_rules() -> list[Rule]:
-    """The jump from FORWARD to pynet's chain, for both families."""
-    return [Rule(f, "filter", "FORWARD", ("-j", FORWARD_CHAIN)) for f in (4, 6)]
+    def count(self, table: str, chain: str, spec: str) -> int:
+        return self.chain_rules(table, chain).count(spec)
 
 
-def network_rules(bridge: str, tag: str) -> list[Rule]:
-    """Rules one network needs: traffic between containers of the bridge.
-
-    With br_netfilter loaded and FORWARD's policy DROP (Docker's defaults),
-    even frames between two ports of one bridge are filtered.
-    """
-    comment = ("-m", "comment", "--comment", tag)
-    return [Rule(f, "filter", FORWARD_CHAIN, ("-i", bridge, "-o", bridge, *comment, "-j", "ACCEPT"))
-            for f in (4, 6)]
+def parse_save(family: int, text: str) -> Snapshot:
+    snap = Snapshot(family)
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+        elif line.startswith(":"):
+            snap.chains.add((table, line[1:].split()[0]))
+        elif line.startswith("-A "):
+            _, chain, *rest = line.split(" ", 2)
+            snap.rules.setdefault((table, chain), []).append(rest[0] if rest else "")
+    return snap
 
 
 class Iptables:
-    """Runs iptables/ip6tables. `prefix` lets tests run them in a namespace."""
+    """Runs the iptables tools. `prefix` lets tests run them in a namespace."""
 
     def __init__(self, prefix: Sequence[str] = (), v4: str = "iptables", v6: str = "ip6tables") -> None:
         self.prefix = list(prefix)
         self.binaries = {4: v4, 6: v6}
-        self._lock = asyncio.Lock()  # check-then-add must not interleave
 
-    async def run(self, family: int, args: Sequence[str]) -> tuple[int, str]:
-        argv = [*self.prefix, self.binaries[family], "-w", "5", *args]
+    async def _exec(self, argv: Sequence[str], stdin: bytes | None = None) -> tuple[int, str, str]:
+        argv = [*self.prefix, *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL,
+                *argv, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as exc:
             raise KernelError(f"cannot run {argv[0]}: {exc}") from None
-        out, err = await proc.communicate()
-        return proc.returncode or 0, (out + err).decode(errors="replace").strip()
+        out, err = await proc.communicate(stdin)
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
-    async def _must(self, family: int, args: Sequence[str]) -> None:
-        code, text = await self.run(family, args)
+    async def snapshot(self, family: int, tables: Sequence[str] = ("filter", "nat")) -> Snapshot:
+        snap = Snapshot(family)
+        for table in tables:
+            code, out, err = await self._exec([f"{self.binaries[family]}-save", "-t", table])
+            if code != 0:
+                raise KernelError(f"{self.binaries[family]}-save -t {table}: {err or f'exit {code}'}")
+            part = parse_save(family, out)
+            snap.chains |= part.chains
+            snap.rules.update(part.rules)
+        return snap
+
+    async def apply(self, family: int, batch: dict[str, list[str]]) -> None:
+        """Apply `-N/-A/-I/-D ...` lines per table in one atomic restore."""
+        text = "".join(f"*{table}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n"
+                       for table, lines in batch.items() if lines)
+        if not text:
+            return
+        tool = f"{self.binaries[family]}-restore"
+        code, _, err = await self._exec([tool, "--noflush", "--wait", "5"], stdin=text.encode())
         if code != 0:
-            raise KernelError(f"{self.binaries[family]} {' '.join(args)}: {text or f'exit {code}'}")
-
-    async def _exists(self, rule: Rule) -> bool:
-        code, _ = await self.run(rule.family, ["-t", rule.table, "-C", rule.chain, *rule.spec])
-        return code == 0
-
-    async def ensure_chain(self, family: int, table: str, chain: str) -> None:
-        code, _ = await self.run(family, ["-t", table, "-n", "-L", chain])
-        if code != 0:
-            code, text = await self.run(family, ["-t", table, "-N", chain])
-            if code != 0 and "exists" not in text:
-                raise KernelError(f"{self.binaries[family]}: cannot create chain {chain}: {text}")
-
-    async def ensure_base(self) -> None:
-        """pynet's chain and the jump to it, first in FORWARD."""
-        async with self._lock:
-            for family in (4, 6):
-                await self.ensure_chain(family, "filter", FORWARD_CHAIN)
-            for rule in base_rules():
-                if not await self._exists(rule):
-                    await self._must(rule.family, ["-t", rule.table, "-I", rule.chain, "1", *rule.spec])
-
-    async def ensure(self, rules: Sequence[Rule]) -> list[Rule]:
-        """Append the rules that are missing; returns those it added.
-
-        All or nothing: if one cannot be added, those added before it are removed.
-        """
-        added: list[Rule] = []
-        async with self._lock:
-            try:
-                for rule in rules:
-                    if await self._exists(rule):
-                        continue
-                    await self._must(rule.family, ["-t", rule.table, "-A", rule.chain, *rule.spec])
-                    added.append(rule)
-            except BaseException:
-                for rule in reversed(added):
-                    await self.run(rule.family, ["-t", rule.table, "-D", rule.chain, *rule.spec])
-                raise
-        return added
-
-    async def delete(self, rules: Sequence[Rule]) -> None:
-        """Delete the rules (every copy); missing ones are fine."""
-        async with self._lock:
-            for rule in rules:
-                while await self._exists(rule):
-                    await self._must(rule.family, ["-t", rule.table, "-D", rule.chain, *rule.spec])
-
-    async def missing(self, rules: Sequence[Rule]) -> list[Rule]:
-        return [rule for rule in rules if not await self._exists(rule)]
+            raise KernelError(f"{tool}: {err or f'exit {code}'} (batch: {text.strip()!r})")

@@ -130,6 +130,9 @@ async def ensure_veth(ipr: AsyncIPRoute, host: str, peer: str, bridge_index: int
         created = True
     try:
         await ipr.link("set", ifname=host, master=bridge_index, state="up", ifalias=alias)
+        # Hairpin: a container may reach its own published port through the host.
+        (link,) = await ipr.link("get", ifname=host)
+        await ipr.brport("set", index=link["index"], mode=1)
     except NetlinkError as exc:
         if created:
             await delete_link(ipr, host)

@@ -179,7 +179,26 @@ class DockerHost:
         return json.loads(run(["ip", "-n", self.ns, "-j", *args]).stdout or "[]")
 
     def netns_exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return run(["ip", "netns", "exec", self.ns, *argv], check=check)
+        return run(["ip", "netns", "exec", self.ns, *argv], check=check, timeout=30)
+
+    def curl(self, url: str) -> subprocess.CompletedProcess:
+        """curl from the Docker host itself (its namespace)."""
+        return self.netns_exec("curl", "-sS", "-g", "--max-time", "3", url, check=False)
+
+    def in_container_netns(self, container: str, *argv: str) -> subprocess.Popen:
+        """Start a host program inside a container's network namespace."""
+        pid = self.docker("inspect", "-f", "{{.State.Pid}}", container)
+        return subprocess.Popen(["nsenter", "-t", pid, "-n", *argv],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def published(self, container: str) -> list[dict]:
+        """The ports pynet published for a container (Docker cannot show them)."""
+        import sqlite3
+        endpoint_ids = [n["EndpointID"] for n in self.inspect(container)["NetworkSettings"]["Networks"].values()]
+        with sqlite3.connect(self.state_dir / "pynet.db") as conn:
+            rows = conn.execute(f"SELECT ports FROM endpoints WHERE endpoint_id IN "
+                                f"({','.join('?' * len(endpoint_ids))})", endpoint_ids).fetchall()
+        return [b for (ports,) in rows for b in json.loads(ports)]
 
     def links(self) -> list[dict]:
         return self.ip_json("-d", "link", "show")
@@ -196,6 +215,57 @@ class DockerHost:
         import sqlite3
         with sqlite3.connect(self.state_dir / "pynet.db") as conn:
             return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+class OutsideHost:
+    """A namespace standing for a machine outside the Docker host, joined to it
+    by a veth: the host is 203.0.113.1 / 2001:db8:1::1, the outside host
+    203.0.113.2 / 2001:db8:1::2 (documentation ranges, inside test namespaces only).
+    """
+
+    HOST4, PEER4 = "203.0.113.1", "203.0.113.2"
+    HOST6, PEER6 = "2001:db8:1::1", "2001:db8:1::2"
+    WHOAMI_PORT = 9000
+
+    def __init__(self, host: DockerHost) -> None:
+        self.host = host
+        self.ns = NS_PREFIX + host.name + "-out"
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        run(["ip", "netns", "add", self.ns])
+        run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", self.host.ns, "link", "add", "up0", "type", "veth", "peer", "name", "out0",
+             "netns", self.ns])
+        for ns, dev, v4, v6 in ((self.host.ns, "up0", self.HOST4, self.HOST6),
+                                (self.ns, "out0", self.PEER4, self.PEER6)):
+            run(["ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev])
+            run(["ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad"])
+            run(["ip", "-n", ns, "link", "set", dev, "up"])
+        self.serve("whoami", str(self.WHOAMI_PORT))
+
+    def serve(self, *args: str) -> None:
+        self.procs.append(subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, str(Path(__file__).with_name("netserver.py")),
+             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+
+    def route(self, *args: str) -> None:
+        """A route on the outside host (e.g. back to a routed container subnet)."""
+        run(["ip", "-n", self.ns, "route", "replace", *args])
+
+    def exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run(["ip", "netns", "exec", self.ns, *argv], check=check, timeout=30)
+
+    def curl(self, url: str) -> subprocess.CompletedProcess:
+        return self.exec("curl", "-sS", "-g", "--max-time", "3", url, check=False)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+        remove_namespace(self.ns)
+        run(["ip", "-n", self.host.ns, "link", "del", "up0"], check=False)
 
 
 def remove_namespace(ns: str) -> None:

@@ -7,7 +7,10 @@ import pytest
 from driver import naming, store, wire
 from driver.db import Database
 from driver.errors import Conflict, DriverError, InvalidRequest, KernelError, NotFound
-from driver.kernel.firewall import FORWARD_CHAIN, Iptables
+from driver.firewall import Firewall
+from driver.kernel.firewall import Iptables
+from driver.kernel.sysctl import Sysctl
+from driver.rules import FORWARD as FORWARD_CHAIN, ISOLATION, NetworkPolicy, network_rules
 from driver.network import NetworkDriver
 
 pytestmark = pytest.mark.kernel
@@ -48,8 +51,17 @@ def join_req(eid=EID, nid=NID, sandbox=SANDBOX):
                                             "Options": PORTS})
 
 
+# The filter rules of one network with default options (both families).
+N_RULES = len([r for r in network_rules(NetworkPolicy(BR, TAG, ("10.1.0.0/24",))) if r.table == "filter"])
+
+
+def sysctl_for(ns):
+    # Never the test process's own /proc/sys: that is the host's.
+    return Sysctl(prefix=["ip", "netns", "exec", ns.name])
+
+
 def firewall_for(ns, **binaries):
-    return Iptables(prefix=["ip", "netns", "exec", ns.name], **binaries)
+    return Firewall(Iptables(prefix=["ip", "netns", "exec", ns.name], **binaries))
 
 
 @pytest.fixture
@@ -60,10 +72,10 @@ def db_path(tmp_path):
 @pytest.fixture
 async def driver(ns, ipr, db_path):
     firewall = firewall_for(ns)
-    await firewall.ensure_base()
+    await firewall.ensure()
     db = Database(db_path)
     await db.open([store.SCHEMA])
-    drv = NetworkDriver(db, ipr, firewall, netns_dirs=("/var/run/docker/netns",))
+    drv = NetworkDriver(db, ipr, firewall, netns_dirs=("/var/run/docker/netns",), sysctl=sysctl_for(ns))
     await drv.load()
     try:
         yield drv
@@ -78,6 +90,7 @@ def tagged(ns, tag=TAG):
 def assert_network_gone(ns, tag=TAG):
     assert ns.pynet_links() == []
     assert tagged(ns, tag) == []
+    assert [r for f in (4, 6) for r in ns.rules(f, "nat") if tag in r] == []
     for family in (4, 6):  # pynet's base stays
         assert f"-N {FORWARD_CHAIN}" in ns.rules(family)
 
@@ -91,9 +104,10 @@ async def test_create_network(ns, driver):
     assert br is not None and ns.kind(br) == "bridge" and ns.is_up(br)
     assert br["ifalias"] == naming.network_alias(NID)
     assert ns.global_addresses(BR) == ["10.1.0.1/24", "fd00:1::1/64"]
-    rule = (f"-A {FORWARD_CHAIN} -i {BR} -o {BR} -m comment --comment \"{TAG}\" -j ACCEPT")
-    assert ns.chain(FORWARD_CHAIN, 4) == [rule]
-    assert ns.chain(FORWARD_CHAIN, 6) == [rule]
+    icc = f"-A {FORWARD_CHAIN} -i {BR} -o {BR} -m comment --comment \"{TAG}\" -j ACCEPT"
+    for family in (4, 6):
+        chain = ns.chain(FORWARD_CHAIN, family)
+        assert chain[0] == f"-A {FORWARD_CHAIN} -j {ISOLATION}" and icc in chain
     assert NID in driver.networks
 
 
@@ -125,7 +139,7 @@ async def test_create_network_again_is_harmless(ns, driver):
     assert await driver.create_network(req) == wire.Empty()
     assert (ns.links()[BR]["ifindex"], ns.rules(4), ns.rules(6)) == before
     assert ns.global_addresses(BR) == ["10.1.0.1/24", "fd00:1::1/64"]
-    assert len(tagged(ns)) == 2
+    assert len(tagged(ns)) == N_RULES
 
 
 async def test_create_network_again_repairs_what_went_missing(ns, driver):
@@ -134,7 +148,7 @@ async def test_create_network_again_repairs_what_went_missing(ns, driver):
     ns.iptables(4, "-F", FORWARD_CHAIN)
     await driver.create_network(network_req())
     assert ns.is_up(ns.link(BR)) and ns.global_addresses(BR) == ["10.1.0.1/24"]
-    assert len(tagged(ns)) == 2
+    assert len(tagged(ns)) == N_RULES
 
 
 async def test_create_network_with_another_definition_refused(ns, driver):
@@ -159,13 +173,13 @@ async def test_create_network_invalid(ns, driver, req):
 
 
 async def test_failed_firewall_leaves_nothing_behind(ns, ipr, db_path):
-    await firewall_for(ns).ensure_base()
+    await firewall_for(ns).ensure()
     db = Database(db_path)
     await db.open([store.SCHEMA])
     try:
         # iptables works, ip6tables does not: the IPv4 rule is added, then rolled back.
         drv = NetworkDriver(db, ipr, firewall_for(ns, v6="pynet-no-such-ip6tables"),
-                            netns_dirs=("/var/run/docker/netns",))
+                            netns_dirs=("/var/run/docker/netns",), sysctl=sysctl_for(ns))
         with pytest.raises(KernelError, match="pynet-no-such-ip6tables"):
             await drv.create_network(network_req(v6=("fd00:1::/64", "fd00:1::1/64")))
         assert_network_gone(ns)
@@ -219,7 +233,7 @@ async def test_delete_network_leaves_other_networks_alone(ns, driver):
     await driver.create_network(network_req(NID2, "10.2.0.0/24", "10.2.0.1/24"))
     await driver.delete_network(wire.NetworkRequest(NetworkID=NID))
     assert ns.pynet_links() == ["pn-2ed2c0ffee00"]
-    assert tagged(ns) == [] and len(tagged(ns, "pynet:2ed2c0ffee00")) == 2
+    assert tagged(ns) == [] and len(tagged(ns, "pynet:2ed2c0ffee00")) == N_RULES
 
 
 async def test_unknown_ids_are_fine(ns, driver):
@@ -241,6 +255,8 @@ async def test_delete_unknown_network_clears_leftovers_of_a_failed_create(ns, dr
     for family in (4, 6):
         ns.iptables(family, "-A", FORWARD_CHAIN, "-i", BR, "-o", BR, "-m", "comment", "--comment", TAG,
                     "-j", "ACCEPT")
+    ns.iptables(4, "-t", "nat", "-A", "PYNET-POSTROUTING", "-s", "10.1.0.0/24", "!", "-o", BR,
+                "-m", "comment", "--comment", TAG, "-j", "MASQUERADE")
     ns.ip("link", "add", "pn-2ed2c0ffee00", "type", "bridge")  # not marked as pynet's: kept
     await driver.delete_network(wire.NetworkRequest(NetworkID=NID))
     await driver.delete_network(wire.NetworkRequest(NetworkID=NID2))
@@ -412,8 +428,14 @@ async def test_program_external_connectivity(ns, driver):
     published = wire.ProgramExternalConnectivityRequest.model_validate(
         {"NetworkID": NID, "EndpointID": EID, "Options": {"com.docker.network.portmap": [
             {"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 8080, "HostPortEnd": 8080}]}})
-    with pytest.raises(DriverError, match="publishing ports"):
-        await driver.program_external_connectivity(published)
+    await driver.program_external_connectivity(published)
+    dnat = ('-A PYNET-DNAT -p tcp -m tcp --dport 8080 -m comment --comment "pynet:1ed2c0ffee00"'
+            ' -j DNAT --to-destination 10.1.0.2:80')
+    assert dnat in ns.rules(4, "nat")
+    await driver.program_external_connectivity(published)  # a repeat changes nothing
+    assert ns.rules(4, "nat").count(dnat) == 1
+    await driver.revoke_external_connectivity(ep_req())
+    assert dnat not in ns.rules(4, "nat")
 
 
 # --- state -------------------------------------------------------------------------------
@@ -429,7 +451,8 @@ async def test_state_reload(ns, ipr, driver, db_path):
     db = Database(db_path)
     await db.open([store.SCHEMA])
     try:
-        again = NetworkDriver(db, ipr, firewall_for(ns), netns_dirs=("/var/run/docker/netns",))
+        again = NetworkDriver(db, ipr, firewall_for(ns), netns_dirs=("/var/run/docker/netns",),
+                              sysctl=sysctl_for(ns))
         await again.load()
         assert list(again.networks) == [NID]
         net = again.networks[NID]

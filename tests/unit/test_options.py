@@ -61,9 +61,9 @@ def test_check_ifname_refuses_trailing_newline():
 
 def test_unknown_option_lists_valid_keys():
     with pytest.raises(InvalidRequest) as err:
-        parse_network_options(generic(**{"com.docker.network.bridge.enable_icc": "true"}))
+        parse_network_options(generic(**{"com.docker.network.bridge.enable_icx": "true"}))
     text = str(err.value)
-    assert "unknown option -o com.docker.network.bridge.enable_icc" in text
+    assert "unknown option -o com.docker.network.bridge.enable_icx" in text
     for key in OPTIONS:
         assert key in text
 
@@ -94,10 +94,42 @@ def test_enable_ipv6_flag_must_be_a_boolean(value):
         parse_network_options({ENABLE_IPV6: value})
 
 
-def test_internal_refused_with_a_clear_message():
+def test_internal_flag():
     assert parse_network_options({INTERNAL: False}).internal is False
-    with pytest.raises(InvalidRequest, match="--internal"):
-        parse_network_options({INTERNAL: True})
+    assert parse_network_options({INTERNAL: True}).internal is True
+    with pytest.raises(InvalidRequest, match="not a boolean"):
+        parse_network_options({INTERNAL: "maybe"})
+
+
+@pytest.mark.parametrize("key,value,field,expected", [
+    ("com.docker.network.bridge.enable_icc", "false", "icc", False),
+    ("com.docker.network.bridge.enable_icc", "1", "icc", True),
+    ("com.docker.network.bridge.enable_ip_masquerade", "False", "masquerade", False),
+    ("com.docker.network.bridge.host_binding_ipv4", "127.0.0.1", "host_binding_ipv4", "127.0.0.1"),
+    ("com.docker.network.bridge.inhibit_ipv4", "true", "inhibit_ipv4", True),
+    ("com.docker.network.bridge.gateway_mode_ipv6", "nat", "gateway_mode_ipv6", "nat"),
+    ("com.docker.network.driver.mtu", "1400", "mtu", 1400),
+])
+def test_bridge_driver_options(key, value, field, expected):
+    assert getattr(parse_network_options(generic(**{key: value})), field) == expected
+
+
+@pytest.mark.parametrize("key,value,why", [
+    ("com.docker.network.bridge.enable_icc", "yes", "expected true or false"),
+    ("com.docker.network.bridge.host_binding_ipv4", "::1", "expected an IPv4 address"),
+    ("com.docker.network.bridge.host_binding_ipv4", "1.2.3.4; rm -rf /", "expected an IPv4 address"),
+    ("com.docker.network.bridge.gateway_mode_ipv6", "bridged", "expected nat or routed"),
+    ("com.docker.network.driver.mtu", "67", "between 68 and 65535"),
+    ("com.docker.network.driver.mtu", "1500x", "expected a number"),
+])
+def test_bad_values_name_the_option(key, value, why):
+    with pytest.raises(InvalidRequest, match=f"-o {key}=.*{why}"):
+        parse_network_options(generic(**{key: value}))
+
+
+def test_ipv6_needs_mtu_1280():
+    with pytest.raises(InvalidRequest, match="at least 1280"):
+        parse_network_options({ENABLE_IPV6: True, GENERIC: {"com.docker.network.driver.mtu": "1200"}})
 
 
 def test_unknown_top_level_keys_ignored():

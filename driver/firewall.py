@@ -1,0 +1,72 @@
+"""Keeps pynet's firewall rules in place.
+
+Applies and removes groups of rules (planned in rules.py, written by
+kernel/firewall.py), one family at a time, under one lock so plans never
+interleave; and watches for rules that disappear behind pynet's back (a
+firewall reload, `iptables -F`, a Docker restart) to put them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Iterable, Sequence
+
+from .errors import KernelError
+from .kernel.firewall import Iptables
+from .rules import FAMILIES, Rule, plan_remove, plan_sync
+
+log = logging.getLogger("pynet.firewall")
+
+WantedRules = Callable[[], list[Sequence[Rule]]]
+
+
+class Firewall:
+    def __init__(self, iptables: Iptables, wanted: WantedRules = lambda: []) -> None:
+        self.iptables = iptables
+        self.wanted = wanted
+        self.restored = 0  # rules put back by check() since start
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, groups: Iterable[Sequence[Rule]] = ()) -> int:
+        """Make pynet's chains, jumps and these groups present; returns lines applied."""
+        groups = list(groups)
+        applied = 0
+        async with self._lock:
+            for family in FAMILIES:
+                snap = await self.iptables.snapshot(family)
+                batch = plan_sync(snap, groups)
+                await self.iptables.apply(family, batch)
+                applied += sum(len(lines) for lines in batch.values())
+        return applied
+
+    async def remove(self, rules: Iterable[Rule]) -> None:
+        """Delete every copy of the rules; one family failing does not stop the other."""
+        rules = list(rules)
+        errors = []
+        async with self._lock:
+            for family in FAMILIES:
+                try:
+                    snap = await self.iptables.snapshot(family)
+                    await self.iptables.apply(family, plan_remove(snap, rules))
+                except KernelError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    async def check(self) -> int:
+        """Put back whatever is missing of everything pynet wants."""
+        applied = await self.ensure(self.wanted())
+        if applied:
+            self.restored += applied
+            log.warning("firewall: %d rule changes were needed to restore pynet's rules"
+                        " (were they flushed?)", applied)
+        return applied
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.check()
+            except Exception as exc:  # noqa: BLE001 - keep watching; say why it failed
+                log.error("firewall: check failed: %s", exc)

@@ -1,0 +1,222 @@
+"""Which firewall rules pynet wants: pure functions, no I/O.
+
+Rules are written in the exact form `iptables -S` prints them (e.g. with the
+implicit `-m tcp`), so what is installed can be compared with what is wanted
+by text. Chains:
+
+    filter FORWARD            -> PYNET-FORWARD (after DOCKER-USER, before Docker's accepts)
+    filter PYNET-FORWARD      -> PYNET-ISOLATION first, then each network's verdicts
+    filter PYNET-ISOLATION    traffic crossing between a pynet bridge and any other bridge
+    filter PYNET-ISOLATION-2  ... is dropped here
+    nat PREROUTING, OUTPUT    -> PYNET-DNAT (published ports, for local destinations)
+    nat POSTROUTING           -> PYNET-POSTROUTING (masquerade, hairpin)
+
+Cross-network traffic is settled in the isolation chains before any
+network's own rules, so the order of networks in PYNET-FORWARD never matters;
+within one network it does, and a network's rules are always (re)installed
+as a whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+from .kernel.firewall import Snapshot
+from .portmap import Binding
+
+FORWARD = "PYNET-FORWARD"
+ISOLATION = "PYNET-ISOLATION"
+ISOLATION_2 = "PYNET-ISOLATION-2"
+DNAT = "PYNET-DNAT"
+POSTROUTING = "PYNET-POSTROUTING"
+
+CHAINS = {"filter": (FORWARD, ISOLATION, ISOLATION_2), "nat": (DNAT, POSTROUTING)}
+FAMILIES = (4, 6)
+
+# Interface patterns of Docker's own bridge networks.
+DOCKER_BRIDGES = ("docker0", "br-+")
+# Jumps Docker keeps at the top of FORWARD that only drop or return: pynet's
+# jump may come after them (operators' DOCKER-USER rules still apply first).
+ALLOWED_BEFORE_JUMP = ("-j DOCKER-USER", "-j DOCKER-ISOLATION-STAGE-1")
+
+
+@dataclass(frozen=True)
+class Rule:
+    family: int  # 4 or 6
+    table: str
+    chain: str
+    spec: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """As `iptables -S` prints it (without `-A CHAIN`)."""
+        return " ".join(self.spec)
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    """What one network's rules depend on."""
+
+    bridge: str
+    tag: str  # comment on each rule: pynet:<network id>
+    subnets4: tuple[str, ...] = ()
+    subnets6: tuple[str, ...] = ()
+    icc: bool = True
+    masquerade4: bool = True
+    masquerade6: bool = False
+    internal: bool = False
+
+
+def _c(tag: str) -> tuple[str, ...]:
+    # iptables-save quotes comments; iptables-restore reads the quotes back.
+    return ("-m", "comment", "--comment", f'"{tag}"')
+
+
+def base_jumps() -> list[Rule]:
+    """Jumps from the built-in chains into pynet's, for both families."""
+    rules = []
+    for f in FAMILIES:
+        rules += [
+            Rule(f, "filter", "FORWARD", ("-j", FORWARD)),
+            Rule(f, "nat", "PREROUTING", ("-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT)),
+            Rule(f, "nat", "OUTPUT", ("-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT)),
+            Rule(f, "nat", "POSTROUTING", ("-j", POSTROUTING)),
+        ]
+    return rules
+
+
+def base_chain_rules() -> list[Rule]:
+    """Fixed rules inside pynet's chains, for both families (order matters)."""
+    rules = []
+    for f in FAMILIES:
+        rules.append(Rule(f, "filter", FORWARD, ("-j", ISOLATION)))
+        rules += [Rule(f, "filter", ISOLATION_2, ("-o", b, "-j", "DROP")) for b in DOCKER_BRIDGES]
+    return rules
+
+
+def network_rules(p: NetworkPolicy) -> list[Rule]:
+    """Every filter and nat rule of one network, in the order they must stand."""
+    br = p.bridge
+    rules: list[Rule] = []
+    for f in FAMILIES:
+        subnets = p.subnets4 if f == 4 else p.subnets6
+        masquerade = p.masquerade4 if f == 4 else p.masquerade6
+
+        def add(table: str, chain: str, *matches: str, target: str) -> None:
+            # matches, then the comment, then the target: the order iptables -S prints
+            rules.append(Rule(f, table, chain, (*matches, *_c(p.tag), "-j", target)))
+
+        # Isolation: leaving this bridge for another bridge, or entering it from Docker's.
+        add("filter", ISOLATION, "-i", br, "!", "-o", br, target=ISOLATION_2)
+        for docker in DOCKER_BRIDGES:
+            add("filter", ISOLATION, "-i", docker, "-o", br, target="DROP")
+        add("filter", ISOLATION_2, "-o", br, target="DROP")
+
+        # Inside the bridge (with br_netfilter, even this is filtered).
+        if p.icc:
+            add("filter", FORWARD, "-i", br, "-o", br, target="ACCEPT")
+        else:
+            # Published ports stay reachable from neighbours through the host address.
+            add("filter", FORWARD, "-i", br, "-o", br, "-m", "conntrack", "--ctstate", "DNAT",
+                target="ACCEPT")
+            add("filter", FORWARD, "-i", br, "-o", br, target="DROP")
+        if p.internal:
+            add("filter", FORWARD, "-i", br, target="DROP")
+            add("filter", FORWARD, "-o", br, target="DROP")
+            continue
+        add("filter", FORWARD, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+            target="ACCEPT")
+        add("filter", FORWARD, "-o", br, "-m", "conntrack", "--ctstate", "DNAT", target="ACCEPT")
+        add("filter", FORWARD, "-i", br, target="ACCEPT")
+        add("filter", FORWARD, "-o", br, target="DROP")
+
+        # Published ports reached from the host itself (127.0.0.1 or its own
+        # addresses) or by a neighbour through the host (hairpin): the reply
+        # must come back through the host, so the source becomes the gateway.
+        add("nat", POSTROUTING, "-o", br, "-m", "addrtype", "--src-type", "LOCAL",
+            "-m", "conntrack", "--ctstate", "DNAT", target="MASQUERADE")
+        for subnet in subnets:
+            add("nat", POSTROUTING, "-s", subnet, "-o", br, "-m", "conntrack", "--ctstate", "DNAT",
+                target="MASQUERADE")
+            if masquerade:
+                add("nat", POSTROUTING, "-s", subnet, "!", "-o", br, target="MASQUERADE")
+    return rules
+
+
+def binding_rules(b: Binding, tag: str) -> list[Rule]:
+    """The DNAT rule of one published port."""
+    host_len = 32 if b.family == 4 else 128
+    dest = () if b.any_address else ("-d", f"{b.host_ip}/{host_len}")
+    target = f"{b.container_ip}:{b.port}" if b.family == 4 else f"[{b.container_ip}]:{b.port}"
+    return [Rule(b.family, "nat", DNAT, (*dest, "-p", b.proto, "-m", b.proto, "--dport", str(b.host_port),
+                                         *_c(tag), "-j", "DNAT", "--to-destination", target))]
+
+
+def jump_position(forward_rules: Sequence[str]) -> Optional[int]:
+    """Where pynet's FORWARD jump should be inserted (1-based), or None if it is well placed.
+
+    `forward_rules` are FORWARD's rules as iptables-save prints them, without
+    the `-A FORWARD ` prefix. The jump must come before any rule that is not
+    one of Docker's drop-only jumps, and exactly once.
+    """
+    jump = f"-j {FORWARD}"
+    allowed = 0
+    while allowed < len(forward_rules) and forward_rules[allowed] in ALLOWED_BEFORE_JUMP:
+        allowed += 1
+    if forward_rules[allowed:allowed + 1] == [jump] and forward_rules.count(jump) == 1:
+        return None
+    return allowed + 1
+
+
+def _delete_all(snap: Snapshot, rule: Rule) -> list[str]:
+    return [f"-D {rule.chain} {rule.text}"] * snap.count(rule.table, rule.chain, rule.text)
+
+
+def plan_sync(snap: Snapshot, groups: Iterable[Sequence[Rule]]) -> dict[str, list[str]]:
+    """Lines that make the firewall hold pynet's chains, jumps and every group.
+
+    A group is a list of rules whose order matters: if any of its rules is
+    missing, every copy of each is deleted and the group is appended whole.
+    Only `snap.family`'s rules are considered.
+    """
+    f = snap.family
+    batch: dict[str, list[str]] = {"filter": [], "nat": []}
+    for table, chains in CHAINS.items():
+        batch[table] += [f"-N {c}" for c in chains if (table, c) not in snap.chains]
+
+    for jump in (r for r in base_jumps() if r.family == f):
+        if jump.chain == "FORWARD":
+            position = jump_position(snap.chain_rules("filter", "FORWARD"))
+            if position is not None:
+                batch["filter"] += _delete_all(snap, jump)
+                batch["filter"].append(f"-I FORWARD {position} {jump.text}")
+        elif snap.count(jump.table, jump.chain, jump.text) != 1:
+            batch[jump.table] += _delete_all(snap, jump)
+            batch[jump.table].append(f"-I {jump.chain} 1 {jump.text}")
+
+    # The isolation jump must be the first rule of PYNET-FORWARD.
+    first, *fixed = [r for r in base_chain_rules() if r.family == f]
+    if snap.chain_rules("filter", FORWARD)[:1] != [first.text] or snap.count("filter", FORWARD, first.text) != 1:
+        batch["filter"] += _delete_all(snap, first)
+        batch["filter"].append(f"-I {FORWARD} 1 {first.text}")
+
+    for group in [fixed, *groups]:
+        group = [r for r in group if r.family == f]
+        if all(snap.count(r.table, r.chain, r.text) >= 1 for r in group):
+            continue
+        for rule in dict.fromkeys(group):
+            batch[rule.table] += _delete_all(snap, rule)
+        for rule in group:
+            batch[rule.table].append(f"-A {rule.chain} {rule.text}")
+    return {table: lines for table, lines in batch.items() if lines}
+
+
+def plan_remove(snap: Snapshot, rules: Iterable[Rule]) -> dict[str, list[str]]:
+    """Lines that delete every copy of the rules (of `snap.family`) that are present."""
+    batch: dict[str, list[str]] = {}
+    for rule in dict.fromkeys(r for r in rules if r.family == snap.family):
+        lines = _delete_all(snap, rule)
+        if lines:
+            batch.setdefault(rule.table, []).extend(lines)
+    return batch
