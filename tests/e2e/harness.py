@@ -5,9 +5,10 @@ exec root, API socket and containerd namespace) and its own pynet, so a test
 run never touches the machine's own Docker, links or firewall: everything it
 creates lives in the namespace and goes with it.
 
-dockerd runs under `nsenter --net=... unshare -m` (not `ip netns exec`, which
-remounts /sys and hides cgroups); in its private mount namespace a tmpfs over
-/run/docker/plugins holds only this host's plugin socket link.
+dockerd and pynet share one mount namespace, held by a sleeping process made
+with `nsenter --net=... unshare -m` (not `ip netns exec`, which remounts /sys
+and hides cgroups); in it a tmpfs over /run/docker/plugins holds only this
+host's plugin socket link.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class DockerHost:
         self.state_dir = workdir / "state"
         self.exec_root = workdir / "exec"
         self.dockerd: Optional[subprocess.Popen] = None
+        self.holder: Optional[subprocess.Popen] = None
         self.pynet: Optional[subprocess.Popen] = None
         self._pynet_log = None
 
@@ -58,14 +60,26 @@ class DockerHost:
         self.workdir.mkdir(parents=True, exist_ok=True)
         run(["ip", "netns", "add", self.ns])
         run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
+        self._start_mount_namespace()
         self.start_pynet()
         self.start_dockerd()
 
+    def _start_mount_namespace(self) -> None:
+        self.holder = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "-m", "--propagation", "private",
+             sys.executable, str(Path(__file__).with_name("mount_namespace.py")), str(self.pynet_socket), PLUGIN],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        line = self.holder.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"the test host's mount namespace did not come up: {line}")
+
+    def enter(self) -> list[str]:
+        """argv prefix that runs a program in this host's network and mount namespaces."""
+        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n"]
+
     def start_dockerd(self) -> None:
         log = open(self.workdir / "dockerd.log", "ab")
-        argv = ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "-m", "--propagation", "private",
-                sys.executable, str(Path(__file__).with_name("dockerd_launcher.py")),
-                str(self.pynet_socket), PLUGIN,
+        argv = [*self.enter(),
                 "dockerd", "--data-root", str(self.workdir / "data"), "--exec-root", str(self.exec_root),
                 "-H", f"unix://{self.socket}", "--pidfile", str(self.workdir / "docker.pid"),
                 "--bridge", "none", "--containerd-namespace", f"pynet-e2e-{self.name}",
@@ -94,7 +108,7 @@ class DockerHost:
 
     def start_pynet(self, extra: Sequence[str] = ()) -> None:
         self._pynet_log = open(self.workdir / "pynet.log", "ab")
-        argv = ["nsenter", f"--net=/run/netns/{self.ns}", sys.executable, "-m", "driver", "serve",
+        argv = [*self.enter(), sys.executable, "-m", "driver", "serve",
                 "--socket", str(self.pynet_socket), "--state-dir", str(self.state_dir),
                 "--netns-dirs", str(self.exec_root / "netns"), "--log-level", "DEBUG", *extra]
         self.pynet = subprocess.Popen(argv, stdout=self._pynet_log, stderr=subprocess.STDOUT,
@@ -130,6 +144,9 @@ class DockerHost:
             self.docker_proc("rm", "-f", *self.container_ids())
         self.stop_dockerd()
         self.stop_pynet()
+        if self.holder is not None:
+            self.holder.kill()
+            self.holder.wait()
         remove_namespace(self.ns)
         if self._pynet_log:
             self._pynet_log.close()
@@ -179,7 +196,7 @@ class DockerHost:
         return json.loads(run(["ip", "-n", self.ns, "-j", *args]).stdout or "[]")
 
     def netns_exec(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
-        return run(["ip", "netns", "exec", self.ns, *argv], check=check, timeout=30)
+        return run([*self.enter(), *argv], check=check, timeout=30)
 
     def curl(self, url: str) -> subprocess.CompletedProcess:
         """curl from the Docker host itself (its namespace)."""
