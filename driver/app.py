@@ -26,6 +26,7 @@ from .firewall import Firewall
 from .kernel import links
 from .kernel.firewall import Iptables
 from .network import NetworkDriver
+from .reconcile import Reconciler
 from .server import make_app
 
 log = logging.getLogger("pynet")
@@ -39,6 +40,7 @@ class Plugin:
     driver: NetworkDriver
     ipam: IpamService
     firewall: Firewall
+    reconciler: Reconciler
 
 
 async def build(config: Config, ipr: AsyncIPRoute | None = None,
@@ -51,11 +53,13 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     firewall = Firewall(iptables or Iptables())
     driver = NetworkDriver(db, ipr, firewall, config.netns_dirs)
     ipam = IpamService(db, defaults, host_routes=lambda: links.host_routes(ipr),
-                       holder_of=driver.holder_of, network_using=driver.network_using)
+                       holder_of=driver.holder_of, network_using=driver.network_using,
+                       on_release=driver.address_released)
     await driver.load()
     await ipam.load()
-    await firewall.check()  # pynet's chains and every saved network's rules
-    return Plugin(config, db, ipr, driver, ipam, firewall)
+    reconciler = Reconciler(driver, ipam.reclaim)
+    await reconciler.run()  # before the first call: after a reboot nothing is there
+    return Plugin(config, db, ipr, driver, ipam, firewall, reconciler)
 
 
 def _socket_in_use(path: str) -> bool:
@@ -86,9 +90,11 @@ async def serve(config: Config) -> None:
         os.umask(old)
     log.info("pynet serving on %s (state %s)", config.socket, config.database)
 
-    watcher = None
+    watchers = []
     if config.firewall_interval > 0:
-        watcher = asyncio.create_task(plugin.firewall.watch(config.firewall_interval))
+        watchers.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval)))
+    if config.reconcile_interval > 0:
+        watchers.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,8 +102,8 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("pynet stopping")
-    if watcher:
-        watcher.cancel()
+    for task in watchers:
+        task.cancel()
     await runner.cleanup()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(config.socket)

@@ -26,6 +26,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     firewall_interval: float = 2.0
+    reconcile_interval: float = 30.0
 
     @property
     def database(self) -> str:
@@ -52,6 +53,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between checks that pynet's firewall rules are still in place;"
                              " missing ones are put back (PYNET_FIREWALL_INTERVAL; 0 turns it off;"
                              " default %(default)s)")
+    parser.add_argument("--reconcile-interval", type=_interval,
+                        default=env("PYNET_RECONCILE_INTERVAL", "30"),
+                        help="seconds between reconciliations of state, kernel and firewall (also run"
+                             " at start; PYNET_RECONCILE_INTERVAL; 0 turns the periodic one off;"
+                             " default %(default)s)")
     parser.add_argument("--log-format", default=env("PYNET_LOG_FORMAT", "text"), choices=["text", "json"],
                         help="(PYNET_LOG_FORMAT; default %(default)s)")
 
@@ -67,4 +73,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(socket=args.socket, state_dir=args.state_dir, default_pools=args.default_pools,
                   netns_dirs=tuple(d for d in args.netns_dirs.split(",") if d),
                   log_level=args.log_level, log_format=args.log_format,
-                  firewall_interval=float(args.firewall_interval))
+                  firewall_interval=float(args.firewall_interval),
+                  reconcile_interval=float(args.reconcile_interval))

@@ -30,14 +30,16 @@ class Firewall:
 
     async def ensure(self, groups: Iterable[Sequence[Rule]] = ()) -> int:
         """Make pynet's chains, jumps and these groups present; returns lines applied."""
-        groups = list(groups)
-        applied = 0
         async with self._lock:
-            for family in FAMILIES:
-                snap = await self.iptables.snapshot(family)
-                batch = plan_sync(snap, groups)
-                await self.iptables.apply(family, batch)
-                applied += sum(len(lines) for lines in batch.values())
+            return await self._ensure_locked(list(groups))
+
+    async def _ensure_locked(self, groups: list[Sequence[Rule]]) -> int:
+        applied = 0
+        for family in FAMILIES:
+            snap = await self.iptables.snapshot(family)
+            batch = plan_sync(snap, groups)
+            await self.iptables.apply(family, batch)
+            applied += sum(len(lines) for lines in batch.values())
         return applied
 
     async def remove(self, rules: Iterable[Rule]) -> None:
@@ -56,7 +58,10 @@ class Firewall:
 
     async def check(self) -> int:
         """Put back whatever is missing of everything pynet wants."""
-        applied = await self.ensure(self.wanted())
+        async with self._lock:
+            # What is wanted is read under the lock: a network deleted meanwhile
+            # (removed from memory, then its rules) is never brought back.
+            applied = await self._ensure_locked(self.wanted())
         if applied:
             self.restored += applied
             log.warning("firewall: %d rule changes were needed to restore pynet's rules"

@@ -51,6 +51,9 @@ class NetworkDriver:
         self.networks: dict[str, store.Network] = {}
         self.endpoints: dict[str, store.Endpoint] = {}
         self.publisher = Publisher()
+        # IDs whose kernel objects exist before their record does: reconciliation
+        # must not take them for leftovers.
+        self.in_flight: set[str] = set()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
@@ -105,18 +108,30 @@ class NetworkDriver:
                 if other.bridge == net.bridge:
                     raise Conflict(f"network {nid}: bridge name {net.bridge} is already used by"
                                    f" network {naming.short(other.network_id)}")
-            created = await self._ensure_network_kernel(net)
+            self.in_flight.add(net.network_id)
             try:
-                await self.db.write(lambda c: store.insert_network(c, net))
-            except BaseException:
-                await _collect(self._remove_network_kernel(net, created))
-                raise
-            self.networks[net.network_id] = net
+                created = await self._ensure_network_kernel(net)
+                try:
+                    await self.db.write(lambda c: store.insert_network(c, net))
+                except BaseException:
+                    await _collect(self._remove_network_kernel(net, created))
+                    raise
+                self.networks[net.network_id] = net
+            finally:
+                self.in_flight.discard(net.network_id)
         log.info("network %s: created on bridge %s (%s)", nid, net.bridge,
                  ", ".join(str(s.pool) for s in net.subnets) or "no subnet")
         return Empty()
 
-    async def _ensure_network_kernel(self, net: store.Network) -> bool:
+    async def repair_network(self, net: store.Network) -> bool:
+        """Put back a saved network's bridge, addresses and settings (not its
+        rules: the firewall check does those for all networks at once)."""
+        async with self._locks[net.network_id]:
+            if self.networks.get(net.network_id) is not net:
+                return False
+            return await self._ensure_network_kernel(net, with_rules=False)
+
+    async def _ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
         """Bridge, gateway addresses, firewall rules. Returns whether the bridge was created.
 
         On failure removes what it created, and raises.
@@ -129,10 +144,12 @@ class NetworkDriver:
             subnets = net.ipv6 if net.options.inhibit_ipv4 else net.subnets
             await links.ensure_addresses(self.ipr, index, net.bridge, [s.gateway for s in subnets if s.gateway])
             await self._ensure_sysctls(net)
-            await self.firewall.ensure([network_rules(_policy(net))])
+            if with_rules:
+                await self.firewall.ensure([network_rules(_policy(net))])
         except BaseException:
             # Undo, best effort: the original error is the one to report.
-            await _collect(self.firewall.remove(network_rules(_policy(net))))
+            if with_rules:
+                await _collect(self.firewall.remove(network_rules(_policy(net))))
             if created:
                 await _collect(links.delete_link(self.ipr, net.bridge))
             raise
@@ -164,16 +181,15 @@ class NetworkDriver:
                 await self._remove_network_kernel(store.Network(
                     req.NetworkID, naming.bridge_name(req.NetworkID), parse_network_options({}), [], []))
                 return Empty()
+            # Docker has forgotten the network whatever happens: so does pynet, in
+            # memory first, so that no firewall check wants its rules back meanwhile.
+            self.networks.pop(req.NetworkID, None)
             leftovers = [e for e in self.endpoints.values() if e.network_id == req.NetworkID]
             errors = []
             for ep in leftovers:
-                errors += await _collect(self._delete_endpoint_kernel(ep))
+                errors += await _collect(self._delete_endpoint_kernel(ep, self._forget_endpoint(ep)))
             errors += await _collect(self._remove_network_kernel(net))
-            # Docker has forgotten the network whatever happens: so does pynet.
             await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
-            self.networks.pop(req.NetworkID, None)
-            for ep in leftovers:
-                self.endpoints.pop(ep.endpoint_id, None)
         # The lock stays: a call queued on it must find the network gone, not a new lock.
         if errors:
             raise KernelError(f"network {nid}: deleted, but cleaning up failed: {'; '.join(errors)}")
@@ -218,14 +234,18 @@ class NetworkDriver:
                                    " with another definition")
                 await self._ensure_endpoint_kernel(net, existing)
                 return _endpoint_reply(existing)
-            created = await self._ensure_endpoint_kernel(net, ep)
+            self.in_flight.add(ep.endpoint_id)
             try:
-                await self.db.write(lambda c: store.insert_endpoint(c, ep))
-            except BaseException:
-                if created:
-                    await links.delete_link(self.ipr, ep.host_if)
-                raise
-            self.endpoints[ep.endpoint_id] = ep
+                created = await self._ensure_endpoint_kernel(net, ep)
+                try:
+                    await self.db.write(lambda c: store.insert_endpoint(c, ep))
+                except BaseException:
+                    if created:
+                        await links.delete_link(self.ipr, ep.host_if)
+                    raise
+                self.endpoints[ep.endpoint_id] = ep
+            finally:
+                self.in_flight.discard(ep.endpoint_id)
         return _endpoint_reply(ep)
 
     async def _ensure_endpoint_kernel(self, net: store.Network, ep: store.Endpoint) -> bool:
@@ -239,9 +259,16 @@ class NetworkDriver:
                                        naming.endpoint_alias(ep.endpoint_id), ep.mac,
                                        mtu=net.options.mtu)
 
-    async def _delete_endpoint_kernel(self, ep: store.Endpoint) -> None:
-        if ep.bindings:
-            await self.firewall.remove(self._binding_rules(ep))
+    def _forget_endpoint(self, ep: store.Endpoint) -> list[Rule]:
+        """Drop an endpoint from memory before its kernel objects (so no firewall
+        check puts its rules back); returns the rules left to remove."""
+        rules = self._binding_rules(ep)
+        self.endpoints.pop(ep.endpoint_id, None)
+        return rules
+
+    async def _delete_endpoint_kernel(self, ep: store.Endpoint, rules: list[Rule]) -> None:
+        if rules:
+            await self.firewall.remove(rules)
         self.publisher.release(ep.endpoint_id)
         await links.delete_owned_link(self.ipr, ep.host_if, naming.endpoint_alias(ep.endpoint_id))
 
@@ -252,9 +279,8 @@ class NetworkDriver:
                 host, peer = naming.veth_names(req.EndpointID)
                 await links.delete_owned_link(self.ipr, host, naming.endpoint_alias(req.EndpointID))
                 return Empty()
-            errors = await _collect(self._delete_endpoint_kernel(ep))
+            errors = await _collect(self._delete_endpoint_kernel(ep, self._forget_endpoint(ep)))
             await self.db.write(lambda c: store.delete_endpoint(c, req.EndpointID))
-            self.endpoints.pop(req.EndpointID, None)
         if errors:
             raise KernelError(f"endpoint {naming.short(req.EndpointID)}: deleted, but"
                               f" cleaning up failed: {'; '.join(errors)}")
@@ -357,12 +383,36 @@ class NetworkDriver:
             ep = self.endpoints.get(req.EndpointID)
             if ep is None or not ep.bindings:
                 return Empty()
-            await self.firewall.remove(self._binding_rules(ep))
+            rules = self._binding_rules(ep)
+            ep.bindings = []  # first: no firewall check may put them back meanwhile
+            await self.firewall.remove(rules)
             self.publisher.release(ep.endpoint_id)
             await self.db.write(lambda c: store.set_bindings(c, ep.endpoint_id, []))
-            ep.bindings = []
         log.info("endpoint %s: ports unpublished", naming.short(req.EndpointID))
         return Empty()
+
+    # --- endpoints Docker forgot -------------------------------------------
+
+    async def reclaim_endpoint(self, ep: store.Endpoint, reason: str) -> bool:
+        """Drop an endpoint Docker no longer has: its veth, ports, rules and record."""
+        async with self._locks[ep.network_id]:
+            if self.endpoints.get(ep.endpoint_id) is not ep:
+                return False
+            errors = await _collect(self._delete_endpoint_kernel(ep, self._forget_endpoint(ep)))
+            await self.db.write(lambda c: store.delete_endpoint(c, ep.endpoint_id))
+        log.warning("endpoint %s on network %s reclaimed: %s%s", naming.short(ep.endpoint_id),
+                    naming.short(ep.network_id), reason, f" ({'; '.join(errors)})" if errors else "")
+        return True
+
+    async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:
+        """Docker released an address an endpoint still holds: Docker tore that
+        endpoint down while pynet could not hear it (after a daemon restart it
+        sends only ReleaseAddress), so pynet drops it too."""
+        for ep in list(self.endpoints.values()):
+            net = self.networks.get(ep.network_id)
+            held = {a.ip for a in (ep.address, ep.address6) if a is not None}
+            if net and addr in held and any(s.pool == pool for s in net.subnets):
+                await self.reclaim_endpoint(ep, f"Docker released its address {addr}")
 
     # --- lookups for the IPAM's error messages -----------------------------
 

@@ -107,7 +107,10 @@ def network_rules(p: NetworkPolicy) -> list[Rule]:
             # matches, then the comment, then the target: the order iptables -S prints
             rules.append(Rule(f, table, chain, (*matches, *_c(p.tag), "-j", target)))
 
-        # Isolation: leaving this bridge for another bridge, or entering it from Docker's.
+        # Isolation: leaving this bridge for another bridge, or entering it from
+        # Docker's. Traffic within the bridge returns first, so a bridge named
+        # like Docker's (br-lan) is not cut off by the br-+ patterns.
+        add("filter", ISOLATION, "-i", br, "-o", br, target="RETURN")
         add("filter", ISOLATION, "-i", br, "!", "-o", br, target=ISOLATION_2)
         for docker in DOCKER_BRIDGES:
             add("filter", ISOLATION, "-i", docker, "-o", br, target="DROP")
@@ -164,7 +167,7 @@ def jump_position(forward_rules: Sequence[str]) -> Optional[int]:
     allowed = 0
     while allowed < len(forward_rules) and forward_rules[allowed] in ALLOWED_BEFORE_JUMP:
         allowed += 1
-    if forward_rules[allowed:allowed + 1] == [jump] and forward_rules.count(jump) == 1:
+    if allowed < len(forward_rules) and forward_rules[allowed] == jump and list(forward_rules).count(jump) == 1:
         return None
     return allowed + 1
 

@@ -41,6 +41,9 @@ class Db(Protocol):
 HolderLookup = Callable[[IPNetwork, IPAddress], Awaitable[Optional[str]]]
 PoolUserLookup = Callable[[IPNetwork], Optional[str]]
 RouteSource = Callable[[], Awaitable[list[IPNetwork]]]
+# Told of every address Docker releases, so the driver can drop an endpoint
+# Docker has forgotten without telling it (see NetworkDriver.address_released).
+ReleaseHook = Callable[[IPNetwork, IPAddress], Awaitable[None]]
 
 
 @dataclass
@@ -65,12 +68,14 @@ class IpamService:
     def __init__(self, db: Db, defaults: list[DefaultPool],
                  host_routes: Optional[RouteSource] = None,
                  holder_of: Optional[HolderLookup] = None,
-                 network_using: Optional[PoolUserLookup] = None) -> None:
+                 network_using: Optional[PoolUserLookup] = None,
+                 on_release: Optional[ReleaseHook] = None) -> None:
         self.db = db
         self.defaults = defaults
         self._host_routes = host_routes
         self._holder_of = holder_of
         self._network_using = network_using or (lambda net: None)
+        self._on_release = on_release
         self.pools: dict[str, Pool] = {}
 
     async def load(self) -> None:
@@ -248,7 +253,32 @@ class IpamService:
             if kind:
                 pool.kinds[addr] = kind
             raise
+        if self._on_release is not None:
+            await self._on_release(pool.network, addr)
         return Empty()
+
+
+    # --- reclaiming what Docker forgot ----------------------------------------
+
+    async def reclaim(self, subnet: IPNetwork, held: set[IPAddress], min_age: float) -> list[IPAddress]:
+        """Release addresses of `subnet`'s pool that nobody holds any more.
+
+        Only addresses handed to containers (not gateways) older than
+        `min_age` seconds: a younger one may belong to a container Docker is
+        starting right now.
+        """
+        pool = next((p for p in self.pools.values() if p.network == subnet), None)
+        if pool is None:
+            return []
+        rows = await self.db.read(lambda c: store.addresses_older_than(c, pool.pool_id, min_age))
+        released = []
+        for text, kind in rows:
+            addr = parse_address(text)
+            if kind == "gateway" or addr in held:
+                continue
+            await self.release_address(ReleaseAddressRequest(PoolID=pool.pool_id, Address=text))
+            released.append(addr)
+        return released
 
 
 def check_pool_options(options: dict[str, str]) -> dict[str, str]:

@@ -70,6 +70,11 @@ def address_kind(conn: sqlite3.Connection, pool_id: str, address: str) -> Option
     return row[0] if row else None
 
 
+def addresses_older_than(conn: sqlite3.Connection, pool_id: str, seconds: float) -> list[tuple[str, str]]:
+    return conn.execute("SELECT address, kind FROM ipam_addresses WHERE pool_id = ? AND created < ?",
+                        (pool_id, time.time() - seconds)).fetchall()
+
+
 def load_pools(conn: sqlite3.Connection) -> list[PoolRow]:
     rows = {r[0]: PoolRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], [])
             for r in conn.execute("SELECT pool_id, address_space, pool, sub_pool, options, cursor"

@@ -153,3 +153,13 @@ async def host_routes(ipr: AsyncIPRoute) -> list[ipaddress.IPv4Network | ipaddre
             except ValueError:
                 continue
     return routes
+
+
+async def dump_links(ipr: AsyncIPRoute) -> dict[str, dict]:
+    """Every link of the namespace by name: index, kind, alias, master index, up."""
+    found = {}
+    async for msg in await ipr.link("dump"):
+        name = msg.get("ifname")
+        found[name] = {"index": msg["index"], "kind": _kind(msg), "alias": msg.get("ifalias"),
+                       "master": msg.get("master"), "up": bool(msg["flags"] & 1)}
+    return found
