@@ -54,9 +54,8 @@ class Reconciler:
         found = await links.dump_links(d.ipr)
 
         for net in list(d.networks.values()):
-            missing = net.bridge not in found or not found[net.bridge]["up"]
-            await self._guard(done, "network", d.repair_network(net))
-            if missing:
+            missing = net.bridge not in found
+            if await self._guard(done, "network", d.repair_network(net)) and missing:
                 done["bridges recreated"] += 1
 
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
@@ -67,9 +66,9 @@ class Reconciler:
                 continue
             if ep.sandbox and alive.get(ep.sandbox):
                 done["endpoints with their veth missing (container still running)"] += 1
-                log.warning("endpoint %s: veth %s is gone but its container still runs; "
-                            "`pynet doctor --repair` can rebuild it",
-                            naming.short(ep.endpoint_id), ep.host_if)
+                log.warning("endpoint %s: veth %s is gone but its container still runs"
+                            " (sandbox %s): restart the container to give it a network again",
+                            naming.short(ep.endpoint_id), ep.host_if, ep.sandbox)
                 continue
             if not ep.sandbox and now - ep.created < self.min_age:
                 continue  # being created right now
@@ -94,12 +93,14 @@ class Reconciler:
                      len(d.networks), len(d.endpoints), took)
         return self.last
 
-    async def _guard(self, done: Counter, what: str, coro) -> None:
+    async def _guard(self, done: Counter, what: str, coro) -> bool:
         try:
             await coro
         except DriverError as exc:
             done[f"{what} repairs failed"] += 1
             log.error("reconcile: %s", exc)
+            return False
+        return True
 
     async def _remove_orphan_links(self, found: dict[str, dict]) -> Counter:
         d = self.driver
@@ -126,10 +127,12 @@ class Reconciler:
 
     async def _remove_orphan_rules(self) -> int:
         """Rules in pynet's chains tagged with a network pynet does not know."""
-        known = {naming.short(n) for n in (*self.driver.networks, *self.driver.in_flight)}
         removed = 0
         for family in FAMILIES:
             snap = await self.driver.firewall.iptables.snapshot(family)
+            # Known networks are read after the snapshot: a network created in
+            # between has its ID in flight or saved by now, never neither.
+            known = {naming.short(n) for n in (*self.driver.networks, *self.driver.in_flight)}
             stale = []
             for table, chains in CHAINS.items():
                 for chain in chains:

@@ -158,7 +158,8 @@ async def host_routes(ipr: AsyncIPRoute) -> list[ipaddress.IPv4Network | ipaddre
 async def dump_links(ipr: AsyncIPRoute) -> dict[str, dict]:
     """Every link of the namespace by name: index, kind, alias, master index, up."""
     found = {}
-    async for msg in await ipr.link("dump"):
+    # RTEXT_FILTER_SKIP_STATS: statistics are most of each message and unused here.
+    async for msg in await ipr.link("dump", ext_mask=8):
         name = msg.get("ifname")
         found[name] = {"index": msg["index"], "kind": _kind(msg), "alias": msg.get("ifalias"),
                        "master": msg.get("master"), "up": bool(msg["flags"] & 1)}
