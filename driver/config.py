@@ -27,6 +27,7 @@ class Config:
     log_format: str = "text"
     firewall_interval: float = 2.0
     reconcile_interval: float = 30.0
+    stale_after: float = 60.0
 
     @property
     def database(self) -> str:
@@ -58,6 +59,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between reconciliations of state, kernel and firewall (also run"
                              " at start; PYNET_RECONCILE_INTERVAL; 0 turns the periodic one off;"
                              " default %(default)s)")
+    parser.add_argument("--stale-after", type=_interval, default=env("PYNET_STALE_AFTER", "60"),
+                        help="age in seconds past which reconciliation may reclaim an address or an"
+                             " unjoined endpoint that nothing explains: younger ones may belong to a"
+                             " container Docker is starting (PYNET_STALE_AFTER; default %(default)s)")
     parser.add_argument("--log-format", default=env("PYNET_LOG_FORMAT", "text"), choices=["text", "json"],
                         help="(PYNET_LOG_FORMAT; default %(default)s)")
 
@@ -74,4 +79,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   netns_dirs=tuple(d for d in args.netns_dirs.split(",") if d),
                   log_level=args.log_level, log_format=args.log_format,
                   firewall_interval=float(args.firewall_interval),
-                  reconcile_interval=float(args.reconcile_interval))
+                  reconcile_interval=float(args.reconcile_interval),
+                  stale_after=float(args.stale_after))

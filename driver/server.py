@@ -84,8 +84,15 @@ async def read_body(request: web.Request) -> bytes:
     return bytes(raw)
 
 
+EMPTY_RETRY = ("empty request body: Docker sends a call again with an empty body when it"
+               " retries after losing its connection to the plugin (was pynet restarting?);"
+               " the operation must be run again")
+
+
 def parse_body(model: type[BaseModel], raw: bytes) -> BaseModel:
     if not raw.strip():
+        if any(f.is_required() for f in model.model_fields.values()):
+            raise BadRequest(EMPTY_RETRY)
         raw = b"{}"  # Docker sends some calls with no body at all
     try:
         data = json.loads(raw)

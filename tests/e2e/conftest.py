@@ -40,7 +40,13 @@ def host():
         yield h
     finally:
         h.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("PYNET_E2E_KEEP_LOGS"):  # for debugging: logs stay in the work directory
+            for path in workdir.iterdir():
+                if path.suffix != ".log":
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+            print(f"e2e logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 _names = itertools.count(1)

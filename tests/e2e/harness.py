@@ -50,6 +50,7 @@ class DockerHost:
         self.state_dir = workdir / "state"
         self.exec_root = workdir / "exec"
         self.dockerd: Optional[subprocess.Popen] = None
+        self.containerd: Optional[subprocess.Popen] = None
         self.holder: Optional[subprocess.Popen] = None
         self.pynet: Optional[subprocess.Popen] = None
         self._pynet_log = None
@@ -61,8 +62,28 @@ class DockerHost:
         run(["ip", "netns", "add", self.ns])
         run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
         self._start_mount_namespace()
+        self.start_containerd()
         self.start_pynet()
         self.start_dockerd()
+
+    def start_containerd(self) -> None:
+        """containerd as its own service, as on a real host: it outlives a killed dockerd."""
+        root = self.workdir / "containerd"
+        root.mkdir(exist_ok=True)
+        (root / "config.toml").write_text(
+            "version = 2\n"
+            f'root = "{root}/root"\nstate = "{root}/state"\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+            f'[grpc]\n  address = "{root}/containerd.sock"\n'
+            '[ttrpc]\n  address = ""\n[debug]\n  address = ""\n')
+        log = open(self.workdir / "containerd.log", "ab")
+        self.containerd = subprocess.Popen([*self.enter(), "containerd", "--config", str(root / "config.toml")],
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (root / "containerd.sock").exists():
+            if self.containerd.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"containerd did not start; see {self.workdir}/containerd.log")
+            time.sleep(0.1)
 
     def _start_mount_namespace(self) -> None:
         self.holder = subprocess.Popen(
@@ -78,10 +99,13 @@ class DockerHost:
         return ["nsenter", "-t", str(self.holder.pid), "-m", "-n"]
 
     def start_dockerd(self) -> None:
+        self.socket.unlink(missing_ok=True)  # a killed dockerd leaves its socket
         log = open(self.workdir / "dockerd.log", "ab")
         argv = [*self.enter(),
                 "dockerd", "--data-root", str(self.workdir / "data"), "--exec-root", str(self.exec_root),
                 "-H", f"unix://{self.socket}", "--pidfile", str(self.workdir / "docker.pid"),
+                "--containerd", str(self.workdir / "containerd" / "containerd.sock"),
+                "--cgroup-parent", f"/{self.ns}",  # its containers' processes, to find and kill them
                 "--bridge", "none", "--containerd-namespace", f"pynet-e2e-{self.name}",
                 "--containerd-plugins-namespace", f"pynet-e2e-{self.name}-plugins"]
         self.dockerd = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -89,8 +113,11 @@ class DockerHost:
         while time.monotonic() < deadline:
             if self.dockerd.poll() is not None:
                 raise RuntimeError(f"dockerd exited ({self.dockerd.returncode}); see {self.workdir}/dockerd.log")
-            if self.socket.exists() and run(self.docker_argv("version"), check=False, timeout=10).returncode == 0:
-                return
+            try:
+                if self.socket.exists() and run(self.docker_argv("version"), check=False, timeout=10).returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:  # still loading its containers
+                pass
             time.sleep(0.3)
         raise RuntimeError(f"dockerd did not answer within 90 s; see {self.workdir}/dockerd.log")
 
@@ -108,9 +135,11 @@ class DockerHost:
 
     def start_pynet(self, extra: Sequence[str] = ()) -> None:
         self._pynet_log = open(self.workdir / "pynet.log", "ab")
+        # Short reclaim delays so tests see reconciliation within seconds.
         argv = [*self.enter(), sys.executable, "-m", "driver", "serve",
                 "--socket", str(self.pynet_socket), "--state-dir", str(self.state_dir),
-                "--netns-dirs", str(self.exec_root / "netns"), "--log-level", "DEBUG", *extra]
+                "--netns-dirs", str(self.exec_root / "netns"), "--log-level", "DEBUG",
+                "--reconcile-interval", "2", "--stale-after", "3", *extra]
         self.pynet = subprocess.Popen(argv, stdout=self._pynet_log, stderr=subprocess.STDOUT,
                                       cwd=Path(__file__).resolve().parents[2])
         deadline = time.monotonic() + 20
@@ -138,16 +167,53 @@ class DockerHost:
         self.stop_pynet(sig)
         self.start_pynet()
 
+    def restart_dockerd(self, sig: int = signal.SIGTERM) -> None:
+        self.stop_dockerd(sig)
+        self.start_dockerd()
+
+    def reboot(self) -> None:
+        """Power cut and boot: every process of the host dies, its namespace (links,
+        addresses, firewall, sysctls) and its run-time directory go; the disks
+        (Docker's data root, pynet's state) stay. Then pynet and dockerd start."""
+        container_pids = [self.docker("inspect", "-f", "{{.State.Pid}}", c) for c in self.container_ids()]
+        self.stop_pynet(signal.SIGKILL)
+        self.stop_dockerd(signal.SIGKILL)
+        self.containerd.kill()
+        self.containerd.wait()
+        for pid in (int(p) for p in container_pids if p.isdigit()):
+            if pid > 0:  # a stopped container has Pid 0: kill(0) would hit this very process group
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.holder.kill()
+        self.holder.wait()
+        remove_namespace(self.ns)
+        shutil.rmtree(self.exec_root, ignore_errors=True)
+        run(["ip", "netns", "add", self.ns])
+        run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
+        self._start_mount_namespace()
+        self.start_containerd()
+        self.start_pynet()
+        self.start_dockerd()
+
     def close(self) -> None:
         """Leave nothing behind, whatever state the host is in."""
         if self.dockerd is not None and self.dockerd.poll() is None:
             self.docker_proc("rm", "-f", *self.container_ids())
         self.stop_dockerd()
         self.stop_pynet()
+        if self.containerd is not None and self.containerd.poll() is None:
+            self.containerd.terminate()
+            try:
+                self.containerd.wait(20)
+            except subprocess.TimeoutExpired:
+                self.containerd.kill()
         if self.holder is not None:
             self.holder.kill()
             self.holder.wait()
         remove_namespace(self.ns)
+        remove_cgroups(self.ns)
         if self._pynet_log:
             self._pynet_log.close()
 
@@ -229,9 +295,12 @@ class DockerHost:
         return "\n".join(self.netns_exec(tool, "-S").stdout for tool in ("iptables", "ip6tables"))
 
     def state_rows(self, table: str) -> int:
+        return self.state_query(f"SELECT COUNT(*) FROM {table}")[0][0]
+
+    def state_query(self, sql: str, *args) -> list[tuple]:
         import sqlite3
         with sqlite3.connect(self.state_dir / "pynet.db") as conn:
-            return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            return conn.execute(sql, args).fetchall()
 
 
 class OutsideHost:
@@ -302,12 +371,42 @@ def remove_namespace(ns: str) -> None:
     run(["ip", "netns", "del", ns], check=False)
 
 
+def remove_cgroups(name: str) -> None:
+    """Kill every process left in the cgroups named `name` (a test host's
+    containers, whatever became of dockerd), then remove the cgroups."""
+    base = Path("/sys/fs/cgroup")
+    roots = [p for p in [base / name, *base.glob(f"*/{name}")] if p.is_dir()]
+    for root in roots:
+        for _ in range(5):
+            pids = {pid for procs in root.rglob("cgroup.procs") for pid in procs.read_text().split()}
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.3)
+        for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            root.rmdir()
+        except OSError:
+            pass
+
+
 def remove_stale_hosts() -> None:
     """Clear what a run killed before its teardown left behind."""
     for entry in run(["ip", "netns", "list"], check=False).stdout.splitlines():
         name = entry.split()[0] if entry.split() else ""
         if name.startswith(NS_PREFIX):
             remove_namespace(name)
+    base = Path("/sys/fs/cgroup")
+    for leftover in {p.name for p in [*base.glob(f"{NS_PREFIX}*"), *base.glob(f"*/{NS_PREFIX}*")]}:
+        remove_cgroups(leftover)
 
 
 def build_image_tar(dest: Path) -> Path:
