@@ -151,3 +151,13 @@ def test_removal_leaves_nothing(host, scenario):
     assert f"pynet:{network_id[:12]}" not in host.firewall_rules()
     assert host.state_rows("networks") == 0 and host.state_rows("endpoints") == 0
     assert host.state_rows("ipam_pools") == 0 and host.state_rows("ipam_addresses") == 0
+
+
+def test_socket_and_state_are_root_only(host):
+    import stat
+    sock = host.pynet_socket.stat()
+    assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o600 and sock.st_uid == 0
+    state = host.state_dir.stat()
+    assert stat.S_IMODE(state.st_mode) == 0o700 and state.st_uid == 0
+    for f in host.state_dir.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
