@@ -374,3 +374,24 @@ async def test_a_check_during_delete_network_does_not_bring_its_rules_back(ns, i
         assert tagged(ns, "pynet:5ac0ffee0000") == []
     finally:
         await db.close()
+
+
+# --- iptables-legacy hosts --------------------------------------------------------------------
+
+async def test_round_trip_and_repair_with_iptables_legacy(ns):
+    """Docker uses whatever `iptables` is on the host; on a legacy host that is
+    iptables-legacy. The same rules must read back identically there."""
+    legacy = Iptables(prefix=["ip", "netns", "exec", ns.name], v4="iptables-legacy", v6="ip6tables-legacy")
+    try:
+        fw = Firewall(legacy, wanted=lambda: GROUPS)
+        assert await fw.check() > 0
+        for family in FAMILIES:
+            assert plan_sync(await legacy.snapshot(family), GROUPS) == {}
+        ns.exec("iptables-legacy", "-F", FORWARD)
+        assert await fw.check() > 0
+        assert await fw.check() == 0
+    finally:  # legacy tables are not nftables: clear them so nothing stays behind
+        for tool in ("iptables-legacy", "ip6tables-legacy"):
+            for table in ("filter", "nat"):
+                ns.exec(tool, "-t", table, "-F")
+                ns.exec(tool, "-t", table, "-X")
