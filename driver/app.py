@@ -57,7 +57,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
                        on_release=driver.address_released)
     await driver.load()
     await ipam.load()
-    reconciler = Reconciler(driver, ipam.reclaim, min_age=config.stale_after)
+    reconciler = Reconciler(driver, ipam.unheld, ipam.release_in, min_age=config.stale_after)
     await reconciler.run()  # before the first call: after a reboot nothing is there
     return Plugin(config, db, ipr, driver, ipam, firewall, reconciler)
 

@@ -65,10 +65,13 @@ class NetworkDriver:
                 log.warning("published port not held again: %s", problem)
         log.info("driver: loaded %d networks, %d endpoints", len(self.networks), len(self.endpoints))
 
+    def network_rules(self, net: store.Network) -> list[Rule]:
+        return network_rules(_policy(net))
+
     def wanted_rules(self) -> list[list[Rule]]:
         """Every group of firewall rules the saved state calls for."""
-        groups = [network_rules(_policy(net)) for net in self.networks.values()]
-        groups += [self._binding_rules(ep) for ep in self.endpoints.values() if ep.bindings]
+        groups = [self.network_rules(net) for net in self.networks.values()]
+        groups += [self.binding_rules(ep) for ep in self.endpoints.values() if ep.bindings]
         return groups
 
     def _network(self, network_id: str) -> store.Network:
@@ -129,7 +132,37 @@ class NetworkDriver:
         async with self._locks[net.network_id]:
             if self.networks.get(net.network_id) is not net:
                 return False
-            return await self._ensure_network_kernel(net, with_rules=False)
+            await self._ensure_network_kernel(net, with_rules=False)
+            return True
+
+    async def repair_endpoint(self, ep: store.Endpoint) -> bool:
+        """Put a saved endpoint's host veth back on its bridge, up."""
+        async with self._locks[ep.network_id]:
+            net = self.networks.get(ep.network_id)
+            if net is None or self.endpoints.get(ep.endpoint_id) is not ep:
+                return False
+            await self._ensure_endpoint_kernel(net, ep)
+            return True
+
+    async def rebuild_endpoint(self, ep: store.Endpoint) -> bool:
+        """Give a running container back the interface it lost when its veth
+        was deleted: a new pair, moved into its namespace, with the endpoint's
+        MAC, addresses and (where it has none) default routes."""
+        async with self._locks[ep.network_id]:
+            net = self.networks.get(ep.network_id)
+            if net is None or self.endpoints.get(ep.endpoint_id) is not ep or not ep.sandbox:
+                return False
+            await links.delete_link(self.ipr, ep.host_if)
+            await self._ensure_endpoint_kernel(net, ep)
+            await links.move_to_netns(self.ipr, ep.peer_if, ep.sandbox)
+            gateways = [] if net.options.internal else [
+                g.ip for g, a in ((net.gateway4, ep.address), (net.gateway6, ep.address6)) if g and a]
+            async with AsyncIPRoute(netns=ep.sandbox, flags=0) as inner:
+                name = await links.configure_container_interface(
+                    inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
+        log.warning("endpoint %s: rebuilt its veth into the container as %s",
+                    naming.short(ep.endpoint_id), name)
+        return True
 
     async def _ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
         """Bridge, gateway addresses, firewall rules. Returns whether the bridge was created.
@@ -145,11 +178,11 @@ class NetworkDriver:
             await links.ensure_addresses(self.ipr, index, net.bridge, [s.gateway for s in subnets if s.gateway])
             await self._ensure_sysctls(net)
             if with_rules:
-                await self.firewall.ensure([network_rules(_policy(net))])
+                await self.firewall.ensure([self.network_rules(net)])
         except BaseException:
             # Undo, best effort: the original error is the one to report.
             if with_rules:
-                await _collect(self.firewall.remove(network_rules(_policy(net))))
+                await _collect(self.firewall.remove(self.network_rules(net)))
             if created:
                 await _collect(links.delete_link(self.ipr, net.bridge))
             raise
@@ -168,7 +201,7 @@ class NetworkDriver:
                             " may not work", naming.short(net.network_id), problem)
 
     async def _remove_network_kernel(self, net: store.Network, bridge_too: bool = True) -> None:
-        await self.firewall.remove(network_rules(_policy(net)))
+        await self.firewall.remove(self.network_rules(net))
         if bridge_too:
             await links.delete_owned_link(self.ipr, net.bridge, naming.network_alias(net.network_id))
 
@@ -262,7 +295,7 @@ class NetworkDriver:
     def _forget_endpoint(self, ep: store.Endpoint) -> list[Rule]:
         """Drop an endpoint from memory before its kernel objects (so no firewall
         check puts its rules back); returns the rules left to remove."""
-        rules = self._binding_rules(ep)
+        rules = self.binding_rules(ep)
         self.endpoints.pop(ep.endpoint_id, None)
         return rules
 
@@ -341,7 +374,7 @@ class NetworkDriver:
 
     # --- published ports ---------------------------------------------------
 
-    def _binding_rules(self, ep: store.Endpoint) -> list[Rule]:
+    def binding_rules(self, ep: store.Endpoint) -> list[Rule]:
         tag = naming.firewall_tag(ep.network_id)
         return [rule for b in ep.bindings for rule in binding_rules(b, tag)]
 
@@ -359,14 +392,14 @@ class NetworkDriver:
                                          " internal: ports cannot be published from it")
                 return Empty()
             if ep.bindings:  # a repeat: the ports are held; make sure the rules are there
-                await self.firewall.ensure([self._binding_rules(ep)])
+                await self.firewall.ensure([self.binding_rules(ep)])
                 return Empty()
             if not requests:
                 return Empty()
             others = [(e, b) for e in self.endpoints.values() if e is not ep for b in e.bindings]
             bindings = self.publisher.bind(net, ep, requests, others)
             ep.bindings = bindings
-            rules = self._binding_rules(ep)
+            rules = self.binding_rules(ep)
             try:
                 await self.firewall.ensure([rules])
                 await self.db.write(lambda c: store.set_bindings(c, ep.endpoint_id, bindings))
@@ -383,7 +416,7 @@ class NetworkDriver:
             ep = self.endpoints.get(req.EndpointID)
             if ep is None or not ep.bindings:
                 return Empty()
-            rules = self._binding_rules(ep)
+            rules = self.binding_rules(ep)
             ep.bindings = []  # first: no firewall check may put them back meanwhile
             await self.firewall.remove(rules)
             self.publisher.release(ep.endpoint_id)

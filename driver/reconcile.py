@@ -2,11 +2,15 @@
 
 Run before pynet answers its first call, and then periodically. It
 recreates what is missing (after a reboot every bridge and rule is gone),
+rebuilds the interface of a running container whose veth was deleted,
 drops endpoints whose container namespace is gone (Docker tore them down
 while pynet could not hear it) and gives their addresses back, and deletes
 pynet's own objects that no saved network or endpoint explains (leftovers
 of a crash). It never touches a link without pynet's mark, nor a rule
 outside pynet's chains.
+
+The same pass, run with `repair=False`, changes nothing and returns what it
+would do: that is what `pynet doctor` shows.
 """
 
 from __future__ import annotations
@@ -16,15 +20,16 @@ import logging
 import re
 import time
 from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Awaitable, Callable, Optional
 
 from ipam.addr import IPAddress, IPNetwork
 
-from . import naming, store
+from . import naming
 from .errors import DriverError
 from .kernel import links, netns
 from .network import NetworkDriver
-from .rules import CHAINS, plan_remove, FAMILIES, Rule
+from .rules import CHAINS, FAMILIES, Rule, plan_sync
 
 log = logging.getLogger("pynet.reconcile")
 
@@ -33,59 +38,54 @@ log = logging.getLogger("pynet.reconcile")
 _DERIVED = re.compile(r"^(pn-|pnh|pnc)[0-9a-f]{12}$")
 _TAG = re.compile(r'--comment "pynet:([0-9a-f]{12})"')
 
-# Releases addresses of a subnet's pool nobody holds: (subnet, held, min_age) -> released.
-Reclaimer = Callable[[IPNetwork, set[IPAddress], float], Awaitable[list[IPAddress]]]
+# Addresses of a subnet's pool nobody holds: (subnet, held, min_age) -> those addresses.
+AddressQuery = Callable[[IPNetwork, set[IPAddress], float], Awaitable[list[IPAddress]]]
+AddressRelease = Callable[[IPNetwork, IPAddress], Awaitable[None]]
+
+
+@dataclass
+class Finding:
+    """One difference between the saved state and the kernel or the firewall."""
+
+    action: str  # what repairing it counts as, e.g. "bridges recreated"
+    subject: str  # e.g. "network 3f2a9c1b7e4d"
+    problem: str
+    meaning: str
+    fix: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 class Reconciler:
-    def __init__(self, driver: NetworkDriver, reclaim_addresses: Optional[Reclaimer] = None,
-                 min_age: float = 60.0) -> None:
+    def __init__(self, driver: NetworkDriver, unheld_addresses: Optional[AddressQuery] = None,
+                 release_address: Optional[AddressRelease] = None, min_age: float = 60.0) -> None:
         self.driver = driver
-        self.reclaim_addresses = reclaim_addresses
+        self.unheld_addresses = unheld_addresses
+        self.release_address = release_address
         self.min_age = min_age  # younger endpoints and addresses may be a container starting now
         self.runs = 0
         self.totals: Counter = Counter()
         self.last: Counter = Counter()
+        self.on_done: Optional[Callable[[Counter], None]] = None  # e.g. metrics
+
+    async def inspect(self) -> list[Finding]:
+        """What is out of line, changing nothing."""
+        findings: list[Finding] = []
+        await self._pass(findings, repair=False)
+        return findings
 
     async def run(self) -> Counter:
+        """Put everything right; what was done, by action."""
         started = time.monotonic()
-        done: Counter = Counter()
-        d = self.driver
-        found = await links.dump_links(d.ipr)
-
-        for net in list(d.networks.values()):
-            missing = net.bridge not in found
-            if await self._guard(done, "network", d.repair_network(net)) and missing:
-                done["bridges recreated"] += 1
-
-        sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
-        alive = await asyncio.to_thread(lambda: {s: netns.is_alive(s) for s in sandboxes})
-        now = time.time()
-        for ep in list(d.endpoints.values()):
-            if ep.host_if in found:
-                continue
-            if ep.sandbox and alive.get(ep.sandbox):
-                done["endpoints with their veth missing (container still running)"] += 1
-                log.warning("endpoint %s: veth %s is gone but its container still runs"
-                            " (sandbox %s): restart the container to give it a network again",
-                            naming.short(ep.endpoint_id), ep.host_if, ep.sandbox)
-                continue
-            if not ep.sandbox and now - ep.created < self.min_age:
-                continue  # being created right now
-            why = "its container's network namespace is gone" if ep.sandbox else "its veth is gone"
-            if await d.reclaim_endpoint(ep, why):
-                done["stale endpoints reclaimed"] += 1
-
-        done.update(await self._remove_orphan_links(found))
-        done["orphan rules removed"] += await self._remove_orphan_rules()
-        done["firewall rules restored"] += await d.firewall.check()
-        if self.reclaim_addresses is not None:
-            done["addresses reclaimed"] += await self._reclaim_addresses()
-
+        done = await self._pass([], repair=True)
         self.runs += 1
         self.last = +done
-        self.totals.update(done)
+        self.totals.update(self.last)
+        if self.on_done is not None:
+            self.on_done(self.last)
         took = time.monotonic() - started
+        d = self.driver
         if self.last:
             log.warning("reconcile: %s (%.2f s)", ", ".join(f"{n} {what}" for what, n in self.last.items()), took)
         else:
@@ -93,18 +93,94 @@ class Reconciler:
                      len(d.networks), len(d.endpoints), took)
         return self.last
 
-    async def _guard(self, done: Counter, what: str, coro) -> bool:
-        try:
-            await coro
-        except DriverError as exc:
-            done[f"{what} repairs failed"] += 1
-            log.error("reconcile: %s", exc)
-            return False
-        return True
-
-    async def _remove_orphan_links(self, found: dict[str, dict]) -> Counter:
-        d = self.driver
+    async def _pass(self, findings: list[Finding], repair: bool) -> Counter:
         done: Counter = Counter()
+
+        async def act(finding: Finding, fix: Optional[Callable[[], Awaitable[object]]]) -> None:
+            if not repair:
+                findings.append(finding)
+                return
+            if fix is None:
+                return
+            try:
+                result = await fix()
+            except DriverError as exc:
+                done[f"{finding.subject.split()[0]} repairs failed"] += 1
+                log.error("reconcile: %s: %s", finding.subject, exc)
+                return
+            if result is not False:  # False: the object went meanwhile, nothing done
+                done[finding.action] += result if type(result) is int else 1
+
+        d = self.driver
+        found = await links.dump_links(d.ipr)
+        await self._networks(found, act, repair)
+        await self._endpoints(found, act)
+        await self._orphan_links(found, act)
+        await self._orphan_rules(act)
+        await self._firewall(act, repair, done)
+        await self._addresses(act)
+        return done
+
+    async def _networks(self, found, act, repair: bool) -> None:
+        d = self.driver
+        addresses = await links.dump_addresses(d.ipr)
+        for net in list(d.networks.values()):
+            subject = f"network {naming.short(net.network_id)}"
+            fix = lambda net=net: d.repair_network(net)  # noqa: E731
+            bridge = found.get(net.bridge)
+            if bridge is None:
+                await act(Finding("bridges recreated", subject, f"bridge {net.bridge} is missing",
+                                  "its containers have no network at all",
+                                  "recreate the bridge, its gateway addresses and settings"), fix)
+                continue
+            have = addresses.get(bridge["index"], set())
+            subnets = net.ipv6 if net.options.inhibit_ipv4 else net.subnets
+            lost = [str(s.gateway) for s in subnets if s.gateway and str(s.gateway) not in have]
+            if lost or not bridge["up"]:
+                problem = (f"bridge {net.bridge} is down" if not bridge["up"] else
+                           f"bridge {net.bridge} lost its gateway address {', '.join(lost)}")
+                await act(Finding("bridges repaired", subject, problem,
+                                  "its containers cannot reach their gateway or leave the network",
+                                  "bring the bridge up and put the gateway addresses back"), fix)
+            elif repair:
+                await fix()  # settings (sysctls) pynet cannot see cheaply: set again, silently
+
+    async def _endpoints(self, found, act) -> None:
+        d = self.driver
+        sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
+        alive = await asyncio.to_thread(lambda: {s: netns.is_alive(s) for s in sandboxes})
+        now = time.time()
+        for ep in list(d.endpoints.values()):
+            net = d.networks.get(ep.network_id)
+            subject = f"endpoint {naming.short(ep.endpoint_id)} (network {naming.short(ep.network_id)})"
+            link = found.get(ep.host_if)
+            if link is not None:
+                bridge = found.get(net.bridge) if net else None
+                if bridge is not None and (link["master"] != bridge["index"] or not link["up"]):
+                    await act(Finding("endpoints repaired", subject,
+                                      f"veth {ep.host_if} is not up on bridge {net.bridge}",
+                                      "its container is cut off from the network",
+                                      "attach the veth to the bridge and bring it up"),
+                              lambda ep=ep: d.repair_endpoint(ep))
+                continue
+            if ep.sandbox and alive.get(ep.sandbox):
+                await act(Finding("endpoints rebuilt", subject,
+                                  f"veth {ep.host_if} is gone but the container still runs ({ep.sandbox})",
+                                  "the container lost this network's interface",
+                                  "create a new veth pair and move it into the container, with its"
+                                  " MAC, addresses and routes"),
+                          lambda ep=ep: d.rebuild_endpoint(ep))
+                continue
+            if not ep.sandbox and now - ep.created < self.min_age:
+                continue  # being created right now
+            why = "its container's network namespace is gone" if ep.sandbox else "its veth is gone"
+            await act(Finding("stale endpoints reclaimed", subject, why,
+                              "Docker tore it down while pynet could not hear it",
+                              "forget the endpoint and free its addresses and ports"),
+                      lambda ep=ep, why=why: d.reclaim_endpoint(ep, why))
+
+    async def _orphan_links(self, found, act) -> None:
+        d = self.driver
         known_bridges = {n.bridge for n in d.networks.values()}
         known_veths = {name for e in d.endpoints.values() for name in (e.host_if, e.peer_if)}
         in_flight = {naming.short(i) for i in d.in_flight}
@@ -121,33 +197,68 @@ class Reconciler:
                           and name[3:] not in in_flight)
             else:
                 continue
-            if orphan and await links.delete_link(d.ipr, name):
-                done[f"orphan {info['kind'] or 'link'}s deleted"] += 1
-        return done
+            if orphan:
+                kind = info["kind"] or "link"
+                await act(Finding(f"orphan {kind}s deleted", f"{kind} {name}",
+                                  "pynet made it, but no saved network or endpoint explains it",
+                                  "a leftover of an interrupted call", "delete it"),
+                          lambda name=name: links.delete_link(d.ipr, name))
 
-    async def _remove_orphan_rules(self) -> int:
+    async def _orphan_rules(self, act) -> None:
         """Rules in pynet's chains tagged with a network pynet does not know."""
-        removed = 0
+        d = self.driver
         for family in FAMILIES:
-            snap = await self.driver.firewall.iptables.snapshot(family)
+            snap = await d.firewall.iptables.snapshot(family)
             # Known networks are read after the snapshot: a network created in
             # between has its ID in flight or saved by now, never neither.
-            known = {naming.short(n) for n in (*self.driver.networks, *self.driver.in_flight)}
-            stale = []
+            known = {naming.short(n) for n in (*d.networks, *d.in_flight)}
+            stale: dict[str, list[Rule]] = {}
             for table, chains in CHAINS.items():
                 for chain in chains:
                     for spec in snap.chain_rules(table, chain):
                         m = _TAG.search(spec)
                         if m and m.group(1) not in known:
-                            stale.append(Rule(family, table, chain, tuple(spec.split(" "))))
-            if stale:
-                await self.driver.firewall.remove(stale)
-                removed += len(stale)
-        return removed
+                            stale.setdefault(m.group(1), []).append(
+                                Rule(family, table, chain, tuple(spec.split(" "))))
+            for tag, rules in stale.items():
+                async def remove(rules=rules) -> int:
+                    await d.firewall.remove(rules)
+                    return len(rules)
+                await act(Finding("orphan rules removed", f"IPv{family} rules tagged pynet:{tag}",
+                                  f"{len(rules)} rules of a network pynet does not know",
+                                  "a leftover of an interrupted call or of a lost state",
+                                  "delete them"), remove)
 
-    async def _reclaim_addresses(self) -> int:
+    async def _firewall(self, act, repair: bool, done: Counter) -> None:
         d = self.driver
-        count = 0
+        if repair:
+            done["firewall rules restored"] += await d.firewall.check()
+            return
+        for family in FAMILIES:
+            snap = await d.firewall.iptables.snapshot(family)
+            if plan_sync(snap, []):
+                await act(Finding("firewall rules restored", f"pynet's IPv{family} chains",
+                                  "chains or jumps are missing or misplaced",
+                                  "no pynet network is isolated, forwarded or published correctly",
+                                  "recreate the chains and jumps"), None)
+            for net in d.networks.values():
+                group = d.network_rules(net)
+                if not _present(snap, group, family):
+                    await act(Finding("firewall rules restored", f"network {naming.short(net.network_id)}",
+                                      f"IPv{family} firewall rules are missing",
+                                      "its isolation, forwarding or NAT is not what it should be",
+                                      "put the network's rules back, in order"), None)
+            for ep in d.endpoints.values():
+                if ep.bindings and not _present(snap, d.binding_rules(ep), family):
+                    await act(Finding("firewall rules restored", f"endpoint {naming.short(ep.endpoint_id)}",
+                                      f"IPv{family} rules of published ports are missing",
+                                      f"its published ports ({', '.join(map(str, ep.bindings))}) do not answer",
+                                      "put the port rules back"), None)
+
+    async def _addresses(self, act) -> None:
+        if self.unheld_addresses is None or self.release_address is None:
+            return
+        d = self.driver
         for net in list(d.networks.values()):
             held: set[IPAddress] = set()
             for s in net.subnets:
@@ -156,12 +267,11 @@ class Reconciler:
                 if ep.network_id == net.network_id:
                     held |= {a.ip for a in (ep.address, ep.address6) if a is not None}
             for s in net.subnets:
-                released = await self.reclaim_addresses(s.pool, held, self.min_age)
-                for addr in released:
-                    log.warning("network %s: address %s released: no endpoint holds it",
-                                naming.short(net.network_id), addr)
-                count += len(released)
-        return count
+                for addr in await self.unheld_addresses(s.pool, held, self.min_age):
+                    await act(Finding("addresses reclaimed", f"network {naming.short(net.network_id)}",
+                                      f"address {addr} is allocated but no endpoint holds it",
+                                      "it can never be handed out again", "release it"),
+                              lambda s=s, addr=addr: self.release_address(s.pool, addr))
 
     async def watch(self, interval: float) -> None:
         while True:
@@ -170,3 +280,7 @@ class Reconciler:
                 await self.run()
             except Exception as exc:  # noqa: BLE001 - keep going; say why it failed
                 log.error("reconcile failed: %s", exc)
+
+
+def _present(snap, rules: list[Rule], family: int) -> bool:
+    return all(snap.count(r.table, r.chain, r.text) for r in rules if r.family == family)

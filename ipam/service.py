@@ -260,24 +260,35 @@ class IpamService:
 
     # --- reclaiming what Docker forgot ----------------------------------------
 
-    async def reclaim(self, subnet: IPNetwork, held: set[IPAddress], min_age: float) -> list[IPAddress]:
-        """Release addresses of `subnet`'s pool that nobody holds any more.
+    def _pool_of(self, subnet: IPNetwork) -> Optional[Pool]:
+        return next((p for p in self.pools.values() if p.network == subnet), None)
+
+    async def unheld(self, subnet: IPNetwork, held: set[IPAddress], min_age: float) -> list[IPAddress]:
+        """Addresses of `subnet`'s pool that are not in `held`.
 
         Only addresses handed to containers (not gateways) older than
         `min_age` seconds: a younger one may belong to a container Docker is
         starting right now.
         """
-        pool = next((p for p in self.pools.values() if p.network == subnet), None)
+        pool = self._pool_of(subnet)
         if pool is None:
             return []
         rows = await self.db.read(lambda c: store.addresses_older_than(c, pool.pool_id, min_age))
-        released = []
-        for text, kind in rows:
-            addr = parse_address(text)
-            if kind == "gateway" or addr in held:
-                continue
-            await self.release_address(ReleaseAddressRequest(PoolID=pool.pool_id, Address=text))
-            released.append(addr)
+        return [addr for addr, kind in ((parse_address(t), k) for t, k in rows)
+                if kind != "gateway" and addr not in held]
+
+    async def release_in(self, subnet: IPNetwork, addr: IPAddress) -> None:
+        """Release an address of `subnet`'s pool, as if Docker had."""
+        pool = self._pool_of(subnet)
+        if pool is not None:
+            await self.release_address(ReleaseAddressRequest(PoolID=pool.pool_id, Address=str(addr)))
+            log.warning("pool %s: address %s released: no endpoint holds it", pool.pool_id, addr)
+
+    async def reclaim(self, subnet: IPNetwork, held: set[IPAddress], min_age: float) -> list[IPAddress]:
+        """Release the addresses `unheld` finds."""
+        released = await self.unheld(subnet, held, min_age)
+        for addr in released:
+            await self.release_in(subnet, addr)
         return released
 
 

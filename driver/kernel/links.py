@@ -164,3 +164,47 @@ async def dump_links(ipr: AsyncIPRoute) -> dict[str, dict]:
         found[name] = {"index": msg["index"], "kind": _kind(msg), "alias": msg.get("ifalias"),
                        "master": msg.get("master"), "up": bool(msg["flags"] & 1)}
     return found
+
+
+async def dump_addresses(ipr: AsyncIPRoute) -> dict[int, set[str]]:
+    """Every address of the namespace, as "ip/len", by link index."""
+    found: dict[int, set[str]] = {}
+    async for msg in await ipr.addr("dump"):
+        found.setdefault(msg["index"], set()).add(f"{msg.get('address')}/{msg['prefixlen']}")
+    return found
+
+
+async def move_to_netns(ipr: AsyncIPRoute, name: str, netns_path: str) -> None:
+    """Move a link into the network namespace mounted at `netns_path`."""
+    try:
+        await ipr.link("set", ifname=name, net_ns_fd=netns_path)
+    except (NetlinkError, OSError) as exc:
+        raise KernelError(f"link {name}: cannot move into {netns_path}: {exc}") from None
+
+
+async def configure_container_interface(inner: AsyncIPRoute, name: str, prefix: str, mac: str,
+                                        interfaces: list, gateways: list) -> str:
+    """Inside a container's namespace: give `name` the first free `<prefix>N`
+    name, its MAC and addresses, bring it up, and add a default route through
+    each gateway whose family has none yet. Returns the new name."""
+    taken = {msg.get("ifname") async for msg in await inner.link("dump")}
+    new = next(f"{prefix}{i}" for i in range(1000) if f"{prefix}{i}" not in taken)
+    try:
+        (link,) = await inner.link("get", ifname=name)
+        index = link["index"]
+        await inner.link("set", index=index, ifname=new, address=mac)
+        for iface in interfaces:
+            extra = {"flags": IFA_F_NODAD} if iface.version == 6 else {}
+            await inner.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
+                             **extra)
+        await inner.link("set", index=index, state="up")
+        for gateway in gateways:
+            family = 2 if gateway.version == 4 else 10
+            defaults = [r async for r in await inner.route("dump", family=family, table=MAIN_TABLE)
+                        if not r.get("dst_len")]
+            if not defaults:
+                await inner.route("add", family=family, dst="0.0.0.0/0" if family == 2 else "::/0",
+                                  gateway=str(gateway), oif=index)
+    except NetlinkError as exc:
+        raise KernelError(f"container interface {new}: {exc}") from None
+    return new

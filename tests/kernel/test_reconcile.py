@@ -56,7 +56,7 @@ reconcile_module = sys.modules[Reconciler.__module__]
 
 DEFAULT_POOLS = "10.200.0.0/16/24"
 PORTS = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}
-STILL_RUNNING = "endpoints with their veth missing (container still running)"
+REBUILT = "endpoints rebuilt"
 # What the first run writes into an empty namespace, per family: pynet's chains,
 # the jumps into them, the isolation jump and the fixed isolation drops.
 BASE_LINES = (len(FAMILIES) * sum(len(c) for c in CHAINS.values()) + len(base_jumps())
@@ -160,7 +160,7 @@ async def pynet(ns, tmp_path, sandboxes):
         ipam = IpamService(db, parse_default_pools(DEFAULT_POOLS),
                            host_routes=lambda: links.host_routes(ipr), holder_of=driver.holder_of,
                            network_using=driver.network_using, on_release=driver.address_released)
-        p = Pynet(db, ipr, driver, ipam, Reconciler(driver, ipam.reclaim, min_age=min_age))
+        p = Pynet(db, ipr, driver, ipam, Reconciler(driver, ipam.unheld, ipam.release_in, min_age=min_age))
         started.append(p)
         await driver.load()
         await ipam.load()
@@ -430,7 +430,7 @@ async def test_reboot_puts_back_networks_and_drops_dead_endpoints(ns, pynet, san
 # --- endpoints whose veth is gone ------------------------------------------------------------
 
 
-async def test_endpoint_of_a_running_container_is_kept(ns, pynet, sandboxes, caplog):
+async def test_endpoint_of_a_running_container_is_rebuilt(ns, pynet, sandboxes, caplog):
     p = await pynet()
     await p.reconciler.run()
     net = await create_network(p)
@@ -441,38 +441,31 @@ async def test_endpoint_of_a_running_container_is_kept(ns, pynet, sandboxes, cap
     sandboxes.kill(dead.sandbox)          # the container goes, and its veth with it
     wait_gone(ns, dead.host)
 
-    caplog.set_level(logging.WARNING, logger="pynet.reconcile")
+    # Looking changes nothing.
+    findings = await p.reconciler.inspect()
+    assert sorted(f.action for f in findings) == ["endpoints rebuilt", "stale endpoints reclaimed"]
+    assert live.host not in ns.links()
+
+    caplog.set_level(logging.WARNING)
     done = await p.reconciler.run()
-    assert done == Counter({STILL_RUNNING: 1, "stale endpoints reclaimed": 1})
+    assert done == Counter({REBUILT: 1, "stale endpoints reclaimed": 1})
     assert set(p.driver.endpoints) == {live.eid} and await saved_endpoints(p) == {live.eid}
-    assert p.driver.endpoints[live.eid].sandbox == live.sandbox
-    assert (f"endpoint {naming.short(live.eid)}: veth {live.host} is gone but its container still runs"
-            in caplog.text)
+    assert ns.bridge_ports().get(live.host) == net.bridge
+    inner = json.loads(run("nsenter", f"--net={live.sandbox}", "ip", "-j", "addr", "show").stdout)
+    eth0 = next(i for i in inner if i["ifname"] == "eth0")
+    assert eth0["address"] == naming.endpoint_mac(live.eid)
+    assert f"{live.ip}" in {a["local"] for a in eth0["addr_info"]}
+    assert f"rebuilt its veth into the container as eth0" in caplog.text
     pool = p.ipam.pools[net.pool_id].allocator
     assert pool.is_used(live.ip)
     assert pool.is_used(dead.ip), "an address younger than min_age was released"
 
-    # Every run says so again, and keeps it.
-    assert await p.reconciler.run() == Counter({STILL_RUNNING: 1})
+    assert await p.reconciler.run() == Counter()
     # Once the container is gone too, it goes.
     sandboxes.kill(live.sandbox)
+    wait_gone(ns, live.host)
     assert await p.reconciler.run() == Counter({"stale endpoints reclaimed": 1})
     assert p.driver.endpoints == {} and await saved_endpoints(p) == set()
-
-
-async def test_advice_for_a_running_container_names_a_real_command(ns, pynet, sandboxes, caplog, capsys):
-    p = await pynet()
-    await p.reconciler.run()
-    net = await create_network(p)
-    live = await create_endpoint(p, ns, net, sandboxes.create())
-    ns.ip("link", "del", live.host)
-    caplog.set_level(logging.WARNING, logger="pynet.reconcile")
-    assert await p.reconciler.run() == Counter({STILL_RUNNING: 1})
-    assert "restart the container" in caplog.text
-    for command in re.findall(r"`pynet ([a-z-]+)", caplog.text):  # any command it names exists
-        with pytest.raises(SystemExit) as exit_:
-            cli.main([command, "--help"])
-        assert exit_.value.code == 0, f"`pynet {command}` does not exist"
 
 
 async def test_unjoined_endpoint_is_reclaimed_only_once_old_enough(ns, pynet, monkeypatch):
