@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import stat
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -25,6 +26,8 @@ from .db import Database
 from .firewall import Firewall
 from .kernel import links
 from .kernel.firewall import Iptables
+from .debug import DebugApi, state_counts
+from .metrics import Metrics
 from .network import NetworkDriver
 from .reconcile import Reconciler
 from .server import make_app
@@ -41,6 +44,7 @@ class Plugin:
     ipam: IpamService
     firewall: Firewall
     reconciler: Reconciler
+    debug: DebugApi
 
 
 async def build(config: Config, ipr: AsyncIPRoute | None = None,
@@ -58,8 +62,18 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     await driver.load()
     await ipam.load()
     reconciler = Reconciler(driver, ipam.unheld, ipam.release_in, min_age=config.stale_after)
+    metrics = Metrics(lambda: state_counts(driver, ipam))
+    debug = DebugApi(config, driver, ipam, reconciler, metrics, started=time.monotonic())
+    firewall.on_restored = metrics.firewall_restored.inc
+    reconciler.on_done = lambda done: _count_reconcile(metrics, done)
     await reconciler.run()  # before the first call: after a reboot nothing is there
-    return Plugin(config, db, ipr, driver, ipam, firewall, reconciler)
+    return Plugin(config, db, ipr, driver, ipam, firewall, reconciler, debug)
+
+
+def _count_reconcile(metrics: Metrics, done) -> None:
+    metrics.reconcile_runs.inc()
+    for action, n in done.items():
+        metrics.reconcile_actions.labels(action).inc(n)
 
 
 def _socket_in_use(path: str) -> bool:
@@ -80,7 +94,7 @@ async def serve(config: Config) -> None:
             raise SystemExit(f"pynet: another process is serving on {config.socket}")
         os.unlink(config.socket)
     os.makedirs(os.path.dirname(config.socket) or ".", exist_ok=True)
-    runner = web.AppRunner(make_app(plugin.driver, plugin.ipam), access_log=None,
+    runner = web.AppRunner(make_app(plugin.driver, plugin.ipam, plugin.debug), access_log=None,
                            handle_signals=False)
     await runner.setup()
     old = os.umask(0o177)  # the socket is root's only (0600) from the moment it exists

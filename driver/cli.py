@@ -1,13 +1,204 @@
-"""The `pynet` command."""
+"""The `pynet` command: run the plugin, or ask a running one what it knows."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+from typing import Optional
 
 from . import __version__
 from .config import add_serve_arguments, config_from_args
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+
+
+def short(object_id: Optional[str]) -> str:
+    return (object_id or "-")[:12]
+
+
+class Context:
+    def __init__(self, pynet, docker_view: Optional[dict]) -> None:
+        self.pynet = pynet
+        self.docker = docker_view
+
+    def network_name(self, network_id: str) -> str:
+        if self.docker and network_id in self.docker["networks"]:
+            return self.docker["networks"][network_id]["Name"]
+        return "-"
+
+    def container_of(self, endpoint_id: str) -> str:
+        if self.docker and endpoint_id in self.docker["endpoints"]:
+            return self.docker["endpoints"][endpoint_id]["container"]
+        return "-"
+
+    def resolve(self, state: dict, arg: Optional[str]) -> Optional[str]:
+        """A network named by Docker name, ID or ID prefix -> its ID."""
+        if not arg:
+            return None
+        ids = [n["id"] for n in state["networks"]]
+        by_name = [i for i in ids if self.network_name(i) == arg]
+        matches = by_name or [i for i in ids if i.startswith(arg)]
+        if len(matches) != 1:
+            raise SystemExit(f"pynet: network {arg!r} is {'ambiguous' if matches else 'unknown to pynet'}")
+        return matches[0]
+
+
+# --- commands ----------------------------------------------------------------
+
+async def cmd_status(ctx: Context, args) -> int:
+    health = await ctx.pynet.get("/healthz")
+    if args.json:
+        print(json.dumps(health, indent=2))
+    else:
+        print(f"pynet {health['version']}: {'ready' if health['ready'] else 'NOT READY'}"
+              f" (up {health['uptime_seconds']} s)")
+        print(f"socket   {ctx.pynet.socket}")
+        print(f"state    {health['state_dir']}")
+        print(f"networks {health['networks']}, endpoints {health['endpoints']}")
+        for check, result in health["checks"].items():
+            print(f"  {check:<11}{result}")
+    return 0 if health["ready"] else 1
+
+
+async def cmd_networks(ctx: Context, args) -> int:
+    state = await ctx.pynet.get("/debug/state")
+    if args.json:
+        print(json.dumps(state["networks"], indent=2))
+        return 0
+    rows = [[short(n["id"]), ctx.network_name(n["id"]), n["bridge"],
+             ", ".join(s["pool"] for s in n["subnets"]) or "-",
+             ", ".join(s["gateway"] for s in n["subnets"] if s["gateway"]) or "-",
+             n["mode"], n["endpoints"]] for n in state["networks"]]
+    print(table(rows, ["NETWORK", "NAME", "BRIDGE", "SUBNETS", "GATEWAYS", "MODE", "ENDPOINTS"]))
+    return 0
+
+
+async def cmd_endpoints(ctx: Context, args) -> int:
+    state = await ctx.pynet.get("/debug/state")
+    wanted = ctx.resolve(state, args.network)
+    eps = [e for e in state["endpoints"] if wanted in (None, e["network"])]
+    if args.json:
+        print(json.dumps(eps, indent=2))
+        return 0
+    rows = [[short(e["id"]), ctx.container_of(e["id"]), short(e["network"]), e["host_interface"],
+             ", ".join(e["addresses"]) or "-", e["mac"],
+             ", ".join(_port(p) for p in e["published"]) or "-"] for e in eps]
+    print(table(rows, ["ENDPOINT", "CONTAINER", "NETWORK", "HOST IF", "ADDRESSES", "MAC", "PORTS"]))
+    return 0
+
+
+def _port(p: dict) -> str:
+    host = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
+    return f"{host}:{p['host_port']}->{p['port']}/{p['proto']}"
+
+
+async def cmd_ports(ctx: Context, args) -> int:
+    state = await ctx.pynet.get("/debug/state")
+    rows, data = [], []
+    for e in state["endpoints"]:
+        for p in e["published"]:
+            data.append({**p, "endpoint": e["id"], "network": e["network"], "container": ctx.container_of(e["id"])})
+            host = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
+            rows.append([f"{host}:{p['host_port']}", p["proto"], f"{p['container_ip']}:{p['port']}",
+                         ctx.container_of(e["id"]), short(e["id"]), short(e["network"])])
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print(table(rows, ["HOST", "PROTO", "CONTAINER ADDRESS", "CONTAINER", "ENDPOINT", "NETWORK"]))
+    return 0
+
+
+async def cmd_ipam(ctx: Context, args) -> int:
+    state = await ctx.pynet.get("/debug/state")
+    wanted = ctx.resolve(state, args.network)
+    pools = [p for p in state["pools"] if wanted in (None, p["network"])]
+    if args.json:
+        print(json.dumps(pools, indent=2))
+        return 0
+    rows = [[p["id"], short(p["network"]), p["range"], p["used"], p["free"], f"{p['utilisation']:.1%}"]
+            for p in pools]
+    print(table(rows, ["POOL", "NETWORK", "RANGE", "USED", "FREE", "UTILISATION"]))
+    for p in pools:
+        if p["addresses"]:
+            print(f"\n{p['id']}")
+            print(table([[a, holder] for a, holder in sorted(p["addresses"].items())], ["ADDRESS", "HELD BY"]))
+    return 0
+
+
+def docker_findings(state: dict, view: Optional[dict]) -> list[dict]:
+    """Differences between pynet's state and Docker's (when Docker answers)."""
+    if view is None:
+        return []
+    findings = []
+    known = {n["id"] for n in state["networks"]}
+    for nid, net in view["networks"].items():
+        if "pynet" in (net.get("Driver") or "") and nid not in known:
+            findings.append({"subject": f"network {short(nid)} ({net['Name']})",
+                             "problem": "Docker has it, pynet has no record of it",
+                             "meaning": "containers cannot join it (network not found)",
+                             "fix": f"recreate it: docker network rm {net['Name']} && docker network create ..."})
+    for n in state["networks"]:
+        if n["id"] not in view["networks"]:
+            findings.append({"subject": f"network {short(n['id'])}", "problem": "pynet has it, Docker does not",
+                             "meaning": "a bridge and rules nobody uses",
+                             "fix": "pynet doctor --repair deletes it (DeleteNetwork)",
+                             "repair": ("/NetworkDriver.DeleteNetwork", {"NetworkID": n["id"]})})
+    for e in state["endpoints"]:
+        if e["sandbox"] and e["id"] not in view["endpoints"] and e["network"] in view["networks"]:
+            findings.append({"subject": f"endpoint {short(e['id'])}", "problem": "no Docker container has it",
+                             "meaning": "an address and a veth held for nothing",
+                             "fix": "reconciliation drops it once its sandbox is gone; else restart the container"})
+    return findings
+
+
+async def cmd_doctor(ctx: Context, args) -> int:
+    async def look() -> list[dict]:
+        report = await ctx.pynet.get("/debug/doctor")
+        state = await ctx.pynet.get("/debug/state")
+        return report["findings"] + docker_findings(state, ctx.docker)
+
+    findings = await look()
+    if args.repair and findings:
+        done = (await ctx.pynet.post("/debug/reconcile"))["done"]
+        for f in findings:
+            if f.get("repair"):
+                path, body = f["repair"]
+                await ctx.pynet.post(path, body)
+                done[f"{f['subject']}: deleted"] = 1
+        if not args.json:
+            print("repaired: " + (", ".join(f"{n} {what}" for what, n in done.items()) or "nothing"))
+        findings = await look()
+    if args.json:
+        print(json.dumps([{k: v for k, v in f.items() if k != "repair"} for f in findings], indent=2))
+    elif not findings:
+        print("pynet doctor: state, kernel, firewall" + (" and Docker" if ctx.docker else "") + " agree")
+    else:
+        for f in findings:
+            print(f"✗ {f['subject']}: {f['problem']}\n    means: {f['meaning']}\n    fix:   {f['fix']}")
+        print(f"{len(findings)} problem(s)" + ("" if args.repair else "; `pynet doctor --repair` fixes"
+                                                " what is safe to fix"))
+    return 1 if findings else 0
+
+
+COMMANDS = {"status": cmd_status, "networks": cmd_networks, "endpoints": cmd_endpoints,
+            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor}
+
+
+async def run_command(args) -> int:
+    from .client import ClientError, Pynet, docker_view, find_socket
+    try:
+        pynet = Pynet(find_socket(args.socket))
+        view = await docker_view() if args.command in ("networks", "endpoints", "ports", "ipam", "doctor") else None
+        return await COMMANDS[args.command](Context(pynet, view), args)
+    except ClientError as exc:
+        print(f"pynet: {exc}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the plugin")
     add_serve_arguments(serve)
+    helps = {"status": "health, version, counts, store path",
+             "networks": "networks pynet holds",
+             "endpoints": "endpoints (of one network)",
+             "ports": "published ports (Docker cannot show them)",
+             "ipam": "pools: used, free, and who holds each address",
+             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe"}
+    for name, text in helps.items():
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--socket", help="pynet's socket (default: found by itself)")
+        sub.add_argument("--json", action="store_true", help="JSON for scripts")
+        if name in ("endpoints", "ipam"):
+            sub.add_argument("network", nargs="?", help="Docker name, ID or ID prefix")
+        if name == "doctor":
+            sub.add_argument("--repair", action="store_true", help="fix what is safe to fix")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -23,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         setup_logging(config.log_level, config.log_format)
         asyncio.run(run(config))
-    return 0
+        return 0
+    return asyncio.run(run_command(args))
 
 
 if __name__ == "__main__":

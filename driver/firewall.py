@@ -26,6 +26,7 @@ class Firewall:
         self.iptables = iptables
         self.wanted = wanted
         self.restored = 0  # rules put back by check() since start
+        self.on_restored: Callable[[int], None] | None = None  # e.g. metrics
         self._lock = asyncio.Lock()
 
     async def ensure(self, groups: Iterable[Sequence[Rule]] = ()) -> int:
@@ -64,6 +65,8 @@ class Firewall:
             applied = await self._ensure_locked(self.wanted())
         if applied:
             self.restored += applied
+            if self.on_restored is not None:
+                self.on_restored(applied)
             log.warning("firewall: %d rule changes were needed to restore pynet's rules"
                         " (were they flushed?)", applied)
         return applied

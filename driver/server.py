@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -25,6 +25,9 @@ from ipam import wire as ipam_wire
 from . import wire
 from .errors import DriverError
 from .network import NetworkDriver
+
+if TYPE_CHECKING:
+    from .debug import DebugApi
 
 log = logging.getLogger("pynet.server")
 
@@ -140,9 +143,11 @@ def short_ids(body: BaseModel | None) -> str:
     return " ".join(parts)
 
 
-def make_app(driver: NetworkDriver, ipam: IpamService) -> web.Application:
+def make_app(driver: NetworkDriver, ipam: IpamService, debug: Optional["DebugApi"] = None) -> web.Application:
+    """The plugin's HTTP application; with `debug`, pynet's own endpoints and metrics too."""
     table = routes(driver, ipam)
     counter = itertools.count(1)
+    metrics = debug.metrics if debug else None
 
     async def dispatch(request: web.Request) -> web.Response:
         route = table.get(request.path)
@@ -167,10 +172,14 @@ def make_app(driver: NetworkDriver, ipam: IpamService) -> web.Application:
             if not expected:
                 log.exception("req=%d %s failed unexpectedly", rid, method)
         elapsed = (time.perf_counter() - started) * 1000
+        if metrics is not None:
+            metrics.observe_call(method, elapsed / 1000, status != 200)
         level = logging.INFO if status == 200 else logging.WARNING
         log.log(level, "req=%d %s %s %.1fms %s", rid, method, short_ids(body), elapsed, outcome)
         return web.json_response(reply, status=status, content_type=CONTENT_TYPE)
 
     app = web.Application(client_max_size=MAX_BODY)
+    if debug is not None:
+        debug.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -167,6 +167,11 @@ class DockerHost:
         self.stop_pynet(sig)
         self.start_pynet()
 
+    def restart_pynet_with(self, *extra: str) -> None:
+        """Restart pynet with extra `serve` flags (none: the usual ones)."""
+        self.stop_pynet()
+        self.start_pynet(extra)
+
     def restart_dockerd(self, sig: int = signal.SIGTERM) -> None:
         self.stop_dockerd(sig)
         self.start_dockerd()

@@ -1,0 +1,140 @@
+"""pynet's own endpoints on the plugin socket, beside Docker's API.
+
+    GET  /healthz          ready or not, and why
+    GET  /debug/state      networks, endpoints, pools, published ports (JSON)
+    GET  /debug/doctor     what is out of line between state, kernel and firewall (JSON)
+    GET  /metrics          Prometheus text format
+    POST /debug/reconcile  put it right (the only call here that changes anything)
+
+Docker only ever POSTs to /Plugin.*, /NetworkDriver.* and /IpamDriver.*,
+so none of these can shadow its API.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ipam.service import IpamService
+
+from . import __version__, naming
+from .config import Config
+from .kernel import links
+from .metrics import Metrics
+from .network import NetworkDriver
+from .reconcile import Reconciler
+
+
+def pool_usage(pool) -> dict:
+    a = pool.allocator
+    return {"id": pool.pool_id, "pool": str(a.pool), "range": str(a.sub_pool), "size": a.size,
+            "used": a.used_total, "free": a.free,
+            "utilisation": round(a.used_in_range / a.size, 4) if a.size else 0.0}
+
+
+def state_counts(driver: NetworkDriver, ipam: IpamService) -> dict:
+    """What the state gauges need (read at scrape time)."""
+    return {"networks": len(driver.networks), "endpoints": len(driver.endpoints),
+            "ports": sum(len(e.bindings) for e in driver.endpoints.values()),
+            "pools": [pool_usage(p) for p in ipam.pools.values()]}
+
+
+@dataclass
+class DebugApi:
+    config: Config
+    driver: NetworkDriver
+    ipam: IpamService
+    reconciler: Reconciler
+    metrics: Metrics
+    started: float = 0.0
+
+    # --- handlers ----------------------------------------------------------
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        checks = {}
+        try:
+            await self.driver.db.read(lambda c: c.execute("SELECT 1").fetchone())
+            checks["state"] = f"ok ({self.config.database})"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            checks["state"] = f"failing: {exc}"
+        try:
+            await links.get_link(self.driver.ipr, "lo")
+            checks["kernel"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["kernel"] = f"failing: {exc}"
+        runs = self.reconciler.runs
+        checks["reconciled"] = f"ok ({runs} runs, last: {dict(self.reconciler.last) or 'nothing to do'})" \
+            if runs else "not yet"
+        ready = all(v.startswith("ok") for v in checks.values())
+        body = {"ready": ready, "version": __version__, "checks": checks,
+                "uptime_seconds": round(time.monotonic() - self.started, 1),
+                "networks": len(self.driver.networks), "endpoints": len(self.driver.endpoints),
+                "state_dir": self.config.state_dir, "socket": self.config.socket}
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def state(self, _: web.Request) -> web.Response:
+        d = self.driver
+        holders = await self._holders()
+        networks = [{
+            "id": n.network_id, "bridge": n.bridge,
+            "subnets": [s.to_json() for s in n.subnets],
+            "options": n.options.to_json(),
+            "mode": "internal" if n.options.internal else ("nat" if n.options.masquerade else "routed"),
+            "endpoints": sum(1 for e in d.endpoints.values() if e.network_id == n.network_id),
+        } for n in d.networks.values()]
+        endpoints = [{
+            "id": e.endpoint_id, "network": e.network_id, "host_interface": e.host_if,
+            "container_interface": e.peer_if, "mac": e.mac,
+            "addresses": [str(a) for a in (e.address, e.address6) if a],
+            "sandbox": e.sandbox, "published": [b.to_json() for b in e.bindings],
+        } for e in d.endpoints.values()]
+        pools = []
+        for pool in self.ipam.pools.values():
+            usage = pool_usage(pool)
+            usage["network"] = d.network_using(pool.network)
+            usage["addresses"] = holders.get(pool.pool_id, {})
+            pools.append(usage)
+        return web.json_response({"version": __version__, "networks": networks, "endpoints": endpoints,
+                                  "pools": pools})
+
+    async def _holders(self) -> dict[str, dict[str, str]]:
+        """pool ID -> address -> who holds it."""
+        rows = await self.driver.db.read(
+            lambda c: c.execute("SELECT pool_id, address, kind FROM ipam_addresses").fetchall())
+        by_ip: dict[str, str] = {}
+        for n in self.driver.networks.values():
+            for s in n.subnets:
+                if s.gateway:
+                    by_ip[str(s.gateway.ip)] = f"gateway of network {naming.short(n.network_id)}"
+                for name, addr in s.aux.items():
+                    by_ip[str(addr)] = f"aux address {name!r} of network {naming.short(n.network_id)}"
+        for e in self.driver.endpoints.values():
+            for a in (e.address, e.address6):
+                if a:
+                    by_ip[str(a.ip)] = f"endpoint {naming.short(e.endpoint_id)}"
+        result: dict[str, dict[str, str]] = {}
+        for pool_id, address, kind in rows:
+            result.setdefault(pool_id, {})[address] = by_ip.get(address, f"{kind}, held by no endpoint")
+        return result
+
+    async def doctor(self, _: web.Request) -> web.Response:
+        findings = await self.reconciler.inspect()
+        return web.json_response({"findings": [f.to_json() for f in findings]})
+
+    async def reconcile(self, _: web.Request) -> web.Response:
+        done = await self.reconciler.run()
+        return web.json_response({"done": dict(done)})
+
+    async def metrics_text(self, _: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.exposition(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/debug/state", self.state)
+        app.router.add_get("/debug/doctor", self.doctor)
+        app.router.add_post("/debug/reconcile", self.reconcile)
+        app.router.add_get("/metrics", self.metrics_text)
+

@@ -1,0 +1,102 @@
+"""Debugging through pynet's socket: health, state, metrics and the `pynet` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+HTTPD = ("httpd", "-f", "-p", "80", "-h", "/www")
+
+
+def get(host, path: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--unix-socket", str(host.pynet_socket), f"http://pynet{path}"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def pynet(host, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{host.socket}"}
+    return subprocess.run([sys.executable, "-m", "driver", *args, "--socket", str(host.pynet_socket)],
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def metric(text: str, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}" + (rf"\{{{re.escape(want)}\}}" if want else "") + r" ([0-9.e+]+)$"
+    m = re.search(pattern, text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_health_state_and_metrics(host, scenario):
+    health = json.loads(get(host, "/healthz").stdout)
+    assert health["ready"] and health["checks"]["reconciled"].startswith("ok")
+    before = get(host, "/metrics").stdout
+    net = scenario.network("--subnet", "10.223.0.0/24")
+    c = scenario.run(net)
+    after = get(host, "/metrics").stdout
+    for method in ("NetworkDriver.CreateEndpoint", "NetworkDriver.Join", "IpamDriver.RequestAddress"):
+        assert metric(after, "pynet_calls_total", method=method) >= metric(before, "pynet_calls_total", method=method) + 1
+        assert metric(after, "pynet_call_duration_seconds_count", method=method) >= 1
+    assert metric(after, "pynet_endpoints") >= 1 and metric(after, "pynet_networks") >= 1
+    pool = "PynetLocal/10.223.0.0/24"
+    assert metric(after, "pynet_pool_used_addresses", pool=pool) == 2  # gateway and the container
+    state = json.loads(get(host, "/debug/state").stdout)
+    nid = host.inspect(net)["Id"]
+    assert any(n["id"] == nid for n in state["networks"])
+    (ep,) = [e for e in state["endpoints"] if e["network"] == nid]
+    assert ep["addresses"] == [f"{host.container_ip(c, net)}/24"]
+    # Unknown paths and methods are still Docker-style 404s; GETs change nothing.
+    assert '"Err"' in get(host, "/debug/nothing").stdout
+
+
+def test_cli_lists_networks_endpoints_ports_and_pools(host, scenario):
+    net = scenario.network("--subnet", "10.222.0.0/24", "--aux-address", "printer=10.222.0.9")
+    web = scenario.run(net, "-p", "8097:80", cmd=HTTPD)
+    status = pynet(host, "status")
+    assert status.returncode == 0 and "ready" in status.stdout
+    networks = pynet(host, "networks")
+    assert net in networks.stdout and "10.222.0.0/24" in networks.stdout
+    endpoints = pynet(host, "endpoints", net)
+    assert web in endpoints.stdout and "0.0.0.0:8097->80/tcp" in endpoints.stdout
+    ports = json.loads(pynet(host, "ports", "--json").stdout)
+    assert any(p["host_port"] == 8097 and p["port"] == 80 and p["container"] == web for p in ports), ports
+    ipam = pynet(host, "ipam", net)
+    assert "gateway of network" in ipam.stdout and "aux address 'printer'" in ipam.stdout
+    assert host.container_ip(web, net) in ipam.stdout
+    print(status.stdout, networks.stdout, endpoints.stdout, pynet(host, "ports").stdout, ipam.stdout, sep="\n")
+
+
+def test_doctor_finds_and_repairs_what_was_broken_behind_pynets_back(host, scenario):
+    # Without its own periodic repairs, so that doctor sees the damage.
+    host.restart_pynet_with("--reconcile-interval", "0", "--firewall-interval", "0")
+    try:
+        net = scenario.network("--subnet", "10.221.0.0/24")
+        a, b = scenario.run(net), scenario.run(net)
+        healthy = pynet(host, "doctor")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        nid = host.inspect(net)["Id"][:12]
+        endpoint = host.inspect(a)["NetworkSettings"]["Networks"][net]["EndpointID"]
+        host.netns_exec("ip", "link", "del", f"pnh{endpoint[:12]}")
+        host.netns_exec("iptables", "-D", "PYNET-FORWARD", "-i", f"pn-{nid}", "-o", f"pn-{nid}",
+                        "-m", "comment", "--comment", f"pynet:{nid}", "-j", "ACCEPT")
+        sick = pynet(host, "doctor")
+        print(sick.stdout)
+        assert sick.returncode == 1
+        assert f"endpoint {endpoint[:12]}" in sick.stdout and "the container still runs" in sick.stdout
+        assert f"network {nid}: IPv4 firewall rules are missing" in sick.stdout
+        repaired = pynet(host, "doctor", "--repair")
+        print(repaired.stdout)
+        assert repaired.returncode == 0, repaired.stdout
+        assert "1 endpoints rebuilt" in repaired.stdout
+        assert pynet(host, "doctor").returncode == 0
+        ping = host.docker_proc("exec", a, "ping", "-c1", "-W2", host.container_ip(b, net))
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        host.restart_pynet_with()
