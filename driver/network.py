@@ -37,6 +37,7 @@ log = logging.getLogger("pynet.driver")
 
 DEFAULT_NETNS_DIRS = ("/var/run/docker/netns", "/run/docker/netns")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_SANDBOX = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Docker's are 12 hex digits
 
 
 class NetworkDriver:
@@ -332,7 +333,7 @@ class NetworkDriver:
     def _check_sandbox(self, eid: str, key: str) -> str:
         path = os.path.normpath(key)
         if not key.startswith("/") or path != key.rstrip("/") or \
-                os.path.dirname(path) not in self.netns_dirs:
+                os.path.dirname(path) not in self.netns_dirs or not _SANDBOX.fullmatch(os.path.basename(path)):
             raise InvalidRequest(f"endpoint {eid}: SandboxKey {key!r} is not inside Docker's netns"
                                  f" directory ({', '.join(self.netns_dirs)}; set PYNET_NETNS_DIRS"
                                  " for a daemon with another --exec-root)")

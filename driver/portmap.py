@@ -79,7 +79,8 @@ def parse_portmap(options: Optional[dict]) -> list[PortRequest]:
     for entry in entries:
         if not isinstance(entry, dict):
             raise InvalidRequest(f"{PORTMAP}: entry {entry!r} is not an object")
-        proto = PROTOCOLS.get(entry.get("Proto"))
+        raw_proto = entry.get("Proto")
+        proto = PROTOCOLS.get(raw_proto) if type(raw_proto) is int else None
         if proto is None:
             raise InvalidRequest(f"portmap: protocol {entry.get('Proto')!r} is not supported"
                                  " (6 tcp, 17 udp, 132 sctp)")

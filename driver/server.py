@@ -101,6 +101,8 @@ def parse_body(model: type[BaseModel], raw: bytes) -> BaseModel:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("body is nested too deeply to be a Docker request") from None
     if not isinstance(data, dict):
         raise BadRequest(f"body must be a JSON object, not {type(data).__name__}")
     try:
@@ -181,5 +183,5 @@ def make_app(driver: NetworkDriver, ipam: IpamService, debug: Optional["DebugApi
     app = web.Application(client_max_size=MAX_BODY)
     if debug is not None:
         debug.add_routes(app)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)  # any path, even with a newline
     return app

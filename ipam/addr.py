@@ -14,7 +14,16 @@ IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPInterface = Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
 
 
+def _no_zone(text: str, what: str) -> None:
+    # Python accepts IPv6 zone IDs (fe80::1%eth0); Docker never sends them, and
+    # a zone may carry any character into a firewall rule.
+    if "%" in text:
+        raise ValueError(f"{what} {text!r} has a zone ID (%): not allowed")
+
+
 def parse_network(text: str, what: str = "subnet") -> IPNetwork:
+    if isinstance(text, str):
+        _no_zone(text, what)
     if not isinstance(text, str) or "/" not in text:
         raise ValueError(f"{what} {text!r} is not a CIDR (expected e.g. 10.1.0.0/24)")
     try:
@@ -30,6 +39,7 @@ def parse_address(text: str, what: str = "address") -> IPAddress:
     """A plain IP; tolerates a /len suffix (Docker's aux and gateway values carry one)."""
     if not isinstance(text, str):
         raise ValueError(f"{what} {text!r} is not a string")
+    _no_zone(text, what)
     try:
         return ipaddress.ip_interface(text).ip if "/" in text else ipaddress.ip_address(text)
     except ValueError:
@@ -40,6 +50,7 @@ def parse_interface(text: str, what: str = "address") -> IPInterface:
     """An address with its prefix length, e.g. 10.1.0.2/24."""
     if not isinstance(text, str) or "/" not in text:
         raise ValueError(f"{what} {text!r} must be an address with a prefix length, e.g. 10.1.0.2/24")
+    _no_zone(text, what)
     try:
         return ipaddress.ip_interface(text)
     except ValueError:
