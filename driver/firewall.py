@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 from .errors import KernelError
 from .kernel.firewall import Iptables
+from .periodic import every
 from .rules import FAMILIES, Rule, plan_remove, plan_sync
 
 log = logging.getLogger("pynet.firewall")
@@ -72,9 +73,4 @@ class Firewall:
         return applied
 
     async def watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.check()
-            except Exception as exc:  # noqa: BLE001 - keep watching; say why it failed
-                log.error("firewall: check failed: %s", exc)
+        await every(interval, self.check, "firewall check")

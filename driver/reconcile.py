@@ -29,6 +29,7 @@ from . import naming
 from .errors import DriverError
 from .kernel import links, netns
 from .network import NetworkDriver
+from .periodic import every
 from .rules import CHAINS, FAMILIES, Rule, plan_sync
 
 log = logging.getLogger("pynet.reconcile")
@@ -274,12 +275,7 @@ class Reconciler:
                               lambda s=s, addr=addr: self.release_address(s.pool, addr))
 
     async def watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.run()
-            except Exception as exc:  # noqa: BLE001 - keep going; say why it failed
-                log.error("reconcile failed: %s", exc)
+        await every(interval, self.run, "reconcile")
 
 
 def _present(snap, rules: list[Rule], family: int) -> bool:

@@ -58,6 +58,7 @@ class DockerHost:
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        """Boot: the namespaces, then containerd, pynet and dockerd."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         run(["ip", "netns", "add", self.ns])
         run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
@@ -195,12 +196,7 @@ class DockerHost:
         self.holder.wait()
         remove_namespace(self.ns)
         shutil.rmtree(self.exec_root, ignore_errors=True)
-        run(["ip", "netns", "add", self.ns])
-        run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
-        self._start_mount_namespace()
-        self.start_containerd()
-        self.start_pynet()
-        self.start_dockerd()
+        self.start()
 
     def close(self) -> None:
         """Leave nothing behind, whatever state the host is in."""

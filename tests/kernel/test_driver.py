@@ -189,18 +189,17 @@ async def test_failed_firewall_leaves_nothing_behind(ns, ipr, db_path):
         await db.close()
 
 
-async def test_failed_state_write_leaves_nothing_behind(ns, driver):
-    real_write = driver.db.write
-
+def disk_full(driver, monkeypatch):
     async def failing_write(fn):
         raise OSError("disk full")
+    monkeypatch.setattr(driver.db, "write", failing_write)
 
-    driver.db.write = failing_write
-    try:
-        with pytest.raises(OSError):
-            await driver.create_network(network_req())
-    finally:
-        driver.db.write = real_write
+
+async def test_failed_state_write_leaves_nothing_behind(ns, driver, monkeypatch):
+    disk_full(driver, monkeypatch)
+    with pytest.raises(OSError):
+        await driver.create_network(network_req())
+    monkeypatch.undo()
     assert_network_gone(ns)
     assert driver.networks == {}
     # and it can be created afterwards
@@ -322,19 +321,12 @@ async def test_create_endpoint_rebuilds_a_missing_bridge(ns, driver):
     assert ns.global_addresses(BR) == ["10.1.0.1/24"]
 
 
-async def test_failed_endpoint_write_leaves_no_veth(ns, driver):
+async def test_failed_endpoint_write_leaves_no_veth(ns, driver, monkeypatch):
     await driver.create_network(network_req())
-    real_write = driver.db.write
-
-    async def failing_write(fn):
-        raise OSError("disk full")
-
-    driver.db.write = failing_write
-    try:
-        with pytest.raises(OSError):
-            await driver.create_endpoint(endpoint_req())
-    finally:
-        driver.db.write = real_write
+    disk_full(driver, monkeypatch)
+    with pytest.raises(OSError):
+        await driver.create_endpoint(endpoint_req())
+    monkeypatch.undo()
     assert ns.pynet_links() == [BR]
     assert driver.endpoints == {}
 
