@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_hosts
+from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_host
 
 REQUIRED = os.environ.get("PYNET_E2E") == "required"  # set by the test command: never skip there
 
@@ -31,7 +31,7 @@ def host():
         if REQUIRED:
             pytest.fail(f"end-to-end tests {missing} (PYNET_E2E=required)")
         pytest.skip(f"end-to-end tests {missing}")
-    remove_stale_hosts()
+    remove_stale_host("h1")
     workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-"))
     h = DockerHost("h1", workdir)
     try:

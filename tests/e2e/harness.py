@@ -399,15 +399,15 @@ def remove_cgroups(name: str) -> None:
             pass
 
 
-def remove_stale_hosts() -> None:
-    """Clear what a run killed before its teardown left behind."""
+def remove_stale_host(name: str) -> None:
+    """Clear what a run that was killed before its teardown left of host `name`
+    (its namespaces, processes and cgroups); other hosts' are left alone."""
+    ns = NS_PREFIX + name
     for entry in run(["ip", "netns", "list"], check=False).stdout.splitlines():
-        name = entry.split()[0] if entry.split() else ""
-        if name.startswith(NS_PREFIX):
-            remove_namespace(name)
-    base = Path("/sys/fs/cgroup")
-    for leftover in {p.name for p in [*base.glob(f"{NS_PREFIX}*"), *base.glob(f"*/{NS_PREFIX}*")]}:
-        remove_cgroups(leftover)
+        found = entry.split()[0] if entry.split() else ""
+        if found in (ns, ns + "-out"):
+            remove_namespace(found)
+    remove_cgroups(ns)
 
 
 def build_image_tar(dest: Path) -> Path:
