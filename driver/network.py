@@ -55,6 +55,7 @@ class NetworkDriver:
         # IDs whose kernel objects exist before their record does: reconciliation
         # must not take them for leftovers.
         self.in_flight: set[str] = set()
+        self._creating: dict[str, store.Network] = {}  # networks in flight, for bridge-name clashes
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
@@ -108,11 +109,12 @@ class NetworkDriver:
                     raise Conflict(f"network {nid} already exists with another definition")
                 await self._ensure_network_kernel(existing)  # a repeat: make sure it is all there
                 return Empty()
-            for other in self.networks.values():
+            for other in [*self.networks.values(), *self._creating.values()]:
                 if other.bridge == net.bridge:
                     raise Conflict(f"network {nid}: bridge name {net.bridge} is already used by"
                                    f" network {naming.short(other.network_id)}")
             self.in_flight.add(net.network_id)
+            self._creating[net.network_id] = net
             try:
                 created = await self._ensure_network_kernel(net)
                 try:
@@ -123,6 +125,7 @@ class NetworkDriver:
                 self.networks[net.network_id] = net
             finally:
                 self.in_flight.discard(net.network_id)
+                self._creating.pop(net.network_id, None)
         log.info("network %s: created on bridge %s (%s)", nid, net.bridge,
                  ", ".join(str(s.pool) for s in net.subnets) or "no subnet")
         return Empty()
@@ -153,14 +156,20 @@ class NetworkDriver:
             net = self.networks.get(ep.network_id)
             if net is None or self.endpoints.get(ep.endpoint_id) is not ep or not ep.sandbox:
                 return False
-            await links.delete_link(self.ipr, ep.host_if)
+            if await links.get_link(self.ipr, ep.host_if) is not None:
+                return False  # it is there after all (the caller looked a while ago)
             await self._ensure_endpoint_kernel(net, ep)
-            await links.move_to_netns(self.ipr, ep.peer_if, ep.sandbox)
             gateways = [] if net.options.internal else [
                 g.ip for g, a in ((net.gateway4, ep.address), (net.gateway6, ep.address6)) if g and a]
-            async with AsyncIPRoute(netns=ep.sandbox, flags=0) as inner:
-                name = await links.configure_container_interface(
-                    inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
+            try:
+                await links.move_to_netns(self.ipr, ep.peer_if, ep.sandbox)
+                async with AsyncIPRoute(netns=ep.sandbox, flags=0) as inner:
+                    name = await links.configure_container_interface(
+                        inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
+            except BaseException:
+                # Undone, so the next pass sees the veth missing and tries again.
+                await _collect(links.delete_link(self.ipr, ep.host_if))
+                raise
         log.warning("endpoint %s: rebuilt its veth into the container as %s",
                     naming.short(ep.endpoint_id), name)
         return True
@@ -181,8 +190,9 @@ class NetworkDriver:
             if with_rules:
                 await self.firewall.ensure([self.network_rules(net)])
         except BaseException:
-            # Undo, best effort: the original error is the one to report.
-            if with_rules:
+            # Undo, best effort: the original error is the one to report. A saved
+            # network keeps its rules: this call did not add them.
+            if with_rules and self.networks.get(net.network_id) is not net:
                 await _collect(self.firewall.remove(self.network_rules(net)))
             if created:
                 await _collect(links.delete_link(self.ipr, net.bridge))
@@ -211,9 +221,10 @@ class NetworkDriver:
         async with self._locks[req.NetworkID]:
             net = self.networks.get(req.NetworkID)
             if net is None:
-                # Unknown: nothing to forget, but clear what a failed create may have left.
+                # Unknown: clear what a failed create (or a delete whose write failed) left.
                 await self._remove_network_kernel(store.Network(
                     req.NetworkID, naming.bridge_name(req.NetworkID), parse_network_options({}), [], []))
+                await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
                 return Empty()
             # Docker has forgotten the network whatever happens: so does pynet, in
             # memory first, so that no firewall check wants its rules back meanwhile.
@@ -427,10 +438,16 @@ class NetworkDriver:
 
     # --- endpoints Docker forgot -------------------------------------------
 
-    async def reclaim_endpoint(self, ep: store.Endpoint, reason: str) -> bool:
-        """Drop an endpoint Docker no longer has: its veth, ports, rules and record."""
+    async def reclaim_endpoint(self, ep: store.Endpoint, reason: str, only_if_veth_gone: bool = False) -> bool:
+        """Drop an endpoint Docker no longer has: its veth, ports, rules and record.
+
+        `only_if_veth_gone`: the caller judged by a veth it saw missing a while
+        ago; if the veth is there now, the endpoint is live and stays.
+        """
         async with self._locks[ep.network_id]:
             if self.endpoints.get(ep.endpoint_id) is not ep:
+                return False
+            if only_if_veth_gone and await links.get_link(self.ipr, ep.host_if) is not None:
                 return False
             errors = await _collect(self._delete_endpoint_kernel(ep, self._forget_endpoint(ep)))
             await self.db.write(lambda c: store.delete_endpoint(c, ep.endpoint_id))

@@ -40,7 +40,9 @@ def host_addresses(req: PortRequest, net: Network, ep: Endpoint) -> list[tuple[I
     if ep.address is not None:
         default = net.options.host_binding_ipv4
         pairs.append((ipaddress.IPv4Address(default) if default else ANY4, ep.address.ip))
-    if ep.address6 is not None:
+    if ep.address6 is not None and net.options.host_binding_ipv4 in (None, "0.0.0.0"):
+        # A specific default IPv4 binding (e.g. 127.0.0.1) means "not on every
+        # address": no IPv6 wildcard then, as with Docker.
         pairs.append((ANY6, ep.address6.ip))
     return pairs
 

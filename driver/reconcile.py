@@ -113,9 +113,10 @@ class Reconciler:
                 done[finding.action] += result if type(result) is int else 1
 
         d = self.driver
+        known = set(d.endpoints)  # before the dump: an endpoint made after it is not judged by it
         found = await links.dump_links(d.ipr)
         await self._networks(found, act, repair)
-        await self._endpoints(found, act)
+        await self._endpoints(found, act, known)
         await self._orphan_links(found, act)
         await self._orphan_rules(act)
         await self._firewall(act, repair, done)
@@ -146,12 +147,12 @@ class Reconciler:
             elif repair:
                 await fix()  # settings (sysctls) pynet cannot see cheaply: set again, silently
 
-    async def _endpoints(self, found, act) -> None:
+    async def _endpoints(self, found, act, known: set[str]) -> None:
         d = self.driver
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
         alive = await asyncio.to_thread(lambda: {s: netns.is_alive(s) for s in sandboxes})
         now = time.time()
-        for ep in list(d.endpoints.values()):
+        for ep in [e for e in d.endpoints.values() if e.endpoint_id in known]:
             net = d.networks.get(ep.network_id)
             subject = f"endpoint {naming.short(ep.endpoint_id)} (network {naming.short(ep.network_id)})"
             link = found.get(ep.host_if)
@@ -178,7 +179,7 @@ class Reconciler:
             await act(Finding("stale endpoints reclaimed", subject, why,
                               "Docker tore it down while pynet could not hear it",
                               "forget the endpoint and free its addresses and ports"),
-                      lambda ep=ep, why=why: d.reclaim_endpoint(ep, why))
+                      lambda ep=ep, why=why: d.reclaim_endpoint(ep, why, only_if_veth_gone=True))
 
     async def _orphan_links(self, found, act) -> None:
         d = self.driver
@@ -203,7 +204,7 @@ class Reconciler:
                 await act(Finding(f"orphan {kind}s deleted", f"{kind} {name}",
                                   "pynet made it, but no saved network or endpoint explains it",
                                   "a leftover of an interrupted call", "delete it"),
-                          lambda name=name: links.delete_link(d.ipr, name))
+                          lambda name=name, alias=info["alias"]: links.delete_owned_link(d.ipr, name, alias))
 
     async def _orphan_rules(self, act) -> None:
         """Rules in pynet's chains tagged with a network pynet does not know."""

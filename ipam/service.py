@@ -135,12 +135,9 @@ class IpamService:
             taken = [p.network for p in self.pools.values()] + routes
             subnet = choose_pool(self.defaults, version, taken)
         else:
-            pool_id = pool_id_for(space, subnet, sub_pool)
-            existing = self.pools.get(pool_id)
-            if existing is not None and self._network_using(subnet) is None:
-                # Held but no network uses it yet: this is Docker repeating a call
-                # whose answer it did not get. Give the same pool again.
-                return RequestPoolResponse(PoolID=pool_id, Pool=str(subnet))
+            # A held pool is never given twice: two networks sharing one would lose
+            # it together. (Docker retries a call it got no answer to with an
+            # empty body, which is refused before this.)
             self._check_overlap(subnet)
 
         pool_id = pool_id_for(space, subnet, sub_pool)

@@ -99,8 +99,8 @@ async def delete_link(ipr: AsyncIPRoute, name: str) -> bool:
     return True
 
 
-async def delete_owned_link(ipr: AsyncIPRoute, name: str, alias: str) -> bool:
-    """Delete `name` only if it carries pynet's `alias` (never anybody else's link)."""
+async def delete_owned_link(ipr: AsyncIPRoute, name: str, alias: Optional[str]) -> bool:
+    """Delete `name` only if it (still) carries `alias` (never anybody else's link)."""
     link = await get_link(ipr, name)
     if link is None or link.get("ifalias") != alias:
         return False

@@ -101,3 +101,11 @@ def test_publisher_all_or_nothing():
         pub.bind(network(), ep, [PortRequest("tcp", 80, A("127.0.0.1"), 0, 0),
                                  PortRequest("tcp", 81, A("198.51.100.123"), 0, 0)], [])
     assert pub._held == {}
+
+
+def test_a_specific_default_ipv4_binding_adds_no_ipv6_wildcard():
+    req = PortRequest("tcp", 80, None, 8080, 8080)
+    ep = endpoint(v6="fd00::2/64")
+    assert host_addresses(req, network(host_binding_ipv4="127.0.0.1"), ep) == [(A("127.0.0.1"), A("10.1.0.2"))]
+    assert host_addresses(req, network(host_binding_ipv4="0.0.0.0"), ep) == [
+        (A("0.0.0.0"), A("10.1.0.2")), (A("::"), A("fd00::2"))]
