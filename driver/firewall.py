@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence
 
 from .errors import KernelError
 from .kernel.firewall import Iptables
@@ -20,6 +20,7 @@ from .rules import FAMILIES, Rule, plan_remove, plan_sync
 log = logging.getLogger("pynet.firewall")
 
 WantedRules = Callable[[], list[Sequence[Rule]]]
+Refresh = Callable[[], Awaitable[None]]
 
 
 class Firewall:
@@ -28,6 +29,7 @@ class Firewall:
         self.wanted = wanted
         self.restored = 0  # rules put back by check() since start
         self.on_restored: Callable[[int], None] | None = None  # e.g. metrics
+        self.refresh: Refresh | None = None  # learns what wanted() depends on (Docker's bridges)
         self._lock = asyncio.Lock()
 
     async def ensure(self, groups: Iterable[Sequence[Rule]] = ()) -> int:
@@ -60,6 +62,8 @@ class Firewall:
 
     async def check(self) -> int:
         """Put back whatever is missing of everything pynet wants."""
+        if self.refresh is not None:
+            await self.refresh()
         async with self._lock:
             # What is wanted is read under the lock: a network deleted meanwhile
             # (removed from memory, then its rules) is never brought back.

@@ -27,7 +27,7 @@ from .kernel.sysctl import Sysctl
 from .options import parse_network_options
 from .portmap import parse_portmap
 from .publish import Publisher
-from .rules import NetworkPolicy, Rule, binding_rules, network_rules
+from .rules import DOCKER_BRIDGE, NetworkPolicy, Rule, binding_rules, docker_bridge_rules, network_rules
 from .wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, Empty, EndpointRequest, IPAMData, InterfaceName,
                    InterfaceReply, JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
@@ -48,6 +48,8 @@ class NetworkDriver:
         self.sysctl = sysctl or Sysctl()
         self.firewall = firewall
         firewall.wanted = self.wanted_rules
+        firewall.refresh = self.refresh_docker_bridges
+        self.docker_bridges: list[str] = []  # Docker's own bridges, to isolate pynet's from
         self.netns_dirs = tuple(os.path.normpath(d) for d in netns_dirs)
         self.networks: dict[str, store.Network] = {}
         self.endpoints: dict[str, store.Endpoint] = {}
@@ -70,9 +72,15 @@ class NetworkDriver:
     def network_rules(self, net: store.Network) -> list[Rule]:
         return network_rules(_policy(net))
 
+    async def refresh_docker_bridges(self) -> None:
+        found = await links.dump_links(self.ipr)
+        self.docker_bridges = sorted(name for name, info in found.items()
+                                     if DOCKER_BRIDGE.match(name) and info["kind"] == "bridge")
+
     def wanted_rules(self) -> list[list[Rule]]:
         """Every group of firewall rules the saved state calls for."""
         groups = [self.network_rules(net) for net in self.networks.values()]
+        groups.append(docker_bridge_rules(self.docker_bridges))
         groups += [self.binding_rules(ep) for ep in self.endpoints.values() if ep.bindings]
         return groups
 

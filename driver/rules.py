@@ -6,8 +6,9 @@ by text. Chains:
 
     filter FORWARD            -> PYNET-FORWARD (after DOCKER-USER, before Docker's accepts)
     filter PYNET-FORWARD      -> PYNET-ISOLATION first, then each network's verdicts
-    filter PYNET-ISOLATION    traffic crossing between a pynet bridge and any other bridge
-    filter PYNET-ISOLATION-2  ... is dropped here
+    filter PYNET-ISOLATION    traffic leaving a pynet bridge for another bridge
+    filter PYNET-ISOLATION-2  ... is dropped here (pynet's bridges and Docker's, by name)
+    filter INPUT              -> PYNET-INPUT (containers may not reach the host's 127.0.0.1)
     nat PREROUTING, OUTPUT    -> PYNET-DNAT (published ports, for local destinations)
     nat POSTROUTING           -> PYNET-POSTROUTING (masquerade, hairpin)
 
@@ -19,6 +20,7 @@ as a whole.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -28,14 +30,17 @@ from .portmap import Binding
 FORWARD = "PYNET-FORWARD"
 ISOLATION = "PYNET-ISOLATION"
 ISOLATION_2 = "PYNET-ISOLATION-2"
+INPUT = "PYNET-INPUT"
 DNAT = "PYNET-DNAT"
 POSTROUTING = "PYNET-POSTROUTING"
 
-CHAINS = {"filter": (FORWARD, ISOLATION, ISOLATION_2), "nat": (DNAT, POSTROUTING)}
+CHAINS = {"filter": (FORWARD, ISOLATION, ISOLATION_2, INPUT), "nat": (DNAT, POSTROUTING)}
 FAMILIES = (4, 6)
 
-# Interface patterns of Docker's own bridge networks.
-DOCKER_BRIDGES = ("docker0", "br-+")
+# Docker's own bridges: docker0, and br-<12 hex> for its user networks. Named
+# one by one (never a br-+ wildcard, which would also catch a host's uplink
+# bridge such as br-ex or br-lan).
+DOCKER_BRIDGE = re.compile(r"^(docker0|br-[0-9a-f]{12})$")
 # Jumps Docker keeps at the top of FORWARD that only drop or return: pynet's
 # jump may come after them (operators' DOCKER-USER rules still apply first).
 ALLOWED_BEFORE_JUMP = ("-j DOCKER-USER", "-j DOCKER-ISOLATION-STAGE-1")
@@ -79,6 +84,7 @@ def base_jumps() -> list[Rule]:
     for f in FAMILIES:
         rules += [
             Rule(f, "filter", "FORWARD", ("-j", FORWARD)),
+            Rule(f, "filter", "INPUT", ("-j", INPUT)),
             Rule(f, "nat", "PREROUTING", ("-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT)),
             Rule(f, "nat", "OUTPUT", ("-m", "addrtype", "--dst-type", "LOCAL", "-j", DNAT)),
             Rule(f, "nat", "POSTROUTING", ("-j", POSTROUTING)),
@@ -88,11 +94,14 @@ def base_jumps() -> list[Rule]:
 
 def base_chain_rules() -> list[Rule]:
     """Fixed rules inside pynet's chains, for both families (order matters)."""
-    rules = []
-    for f in FAMILIES:
-        rules.append(Rule(f, "filter", FORWARD, ("-j", ISOLATION)))
-        rules += [Rule(f, "filter", ISOLATION_2, ("-o", b, "-j", "DROP")) for b in DOCKER_BRIDGES]
-    return rules
+    return [Rule(f, "filter", FORWARD, ("-j", ISOLATION)) for f in FAMILIES]
+
+
+def docker_bridge_rules(bridges: Iterable[str]) -> list[Rule]:
+    """Drops for traffic from pynet's bridges into Docker's (entering pynet's is
+    covered by each network's own final drop)."""
+    return [Rule(f, "filter", ISOLATION_2, ("-o", b, "-j", "DROP"))
+            for b in sorted(bridges) for f in FAMILIES]
 
 
 def network_rules(p: NetworkPolicy) -> list[Rule]:
@@ -107,13 +116,10 @@ def network_rules(p: NetworkPolicy) -> list[Rule]:
             # matches, then the comment, then the target: the order iptables -S prints
             rules.append(Rule(f, table, chain, (*matches, *_c(p.tag), "-j", target)))
 
-        # Isolation: leaving this bridge for another bridge, or entering it from
-        # Docker's. Traffic within the bridge returns first, so a bridge named
-        # like Docker's (br-lan) is not cut off by the br-+ patterns.
+        # Isolation: leaving this bridge for another bridge. Traffic within the
+        # bridge returns first, whatever the bridge is called.
         add("filter", ISOLATION, "-i", br, "-o", br, target="RETURN")
         add("filter", ISOLATION, "-i", br, "!", "-o", br, target=ISOLATION_2)
-        for docker in DOCKER_BRIDGES:
-            add("filter", ISOLATION, "-i", docker, "-o", br, target="DROP")
         add("filter", ISOLATION_2, "-o", br, target="DROP")
 
         # Inside the bridge (with br_netfilter, even this is filtered).
@@ -128,6 +134,12 @@ def network_rules(p: NetworkPolicy) -> list[Rule]:
             add("filter", FORWARD, "-i", br, target="DROP")
             add("filter", FORWARD, "-o", br, target="DROP")
             continue
+        if f == 4:
+            # route_localnet (for ports published on 127.0.0.1) would also let
+            # containers reach the host's loopback services (CVE-2020-8558):
+            # only replies and forwarded ports may come in that way.
+            add("filter", INPUT, "-d", "127.0.0.0/8", "-i", br, "-m", "conntrack", "!", "--ctstate",
+                "RELATED,ESTABLISHED,DNAT", target="DROP")
         add("filter", FORWARD, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
             target="ACCEPT")
         add("filter", FORWARD, "-o", br, "-m", "conntrack", "--ctstate", "DNAT", target="ACCEPT")

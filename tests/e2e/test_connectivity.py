@@ -141,6 +141,9 @@ def test_networks_are_isolated_from_each_other_and_from_docker_bridges(host, sce
     b_net = scenario.network("--subnet", "10.249.0.0/24")
     d_net = scenario.network("--subnet", "10.250.0.0/24", driver="bridge", ipam=None)
     a, b, d = scenario.run(a_net), scenario.run(b_net), scenario.run(d_net)
+    # pynet learns Docker's bridges (by name: br-<12 hex>) at its next firewall check.
+    d_bridge = "br-" + host.inspect(d_net)["Id"][:12]
+    assert wait_for(lambda: f"-o {d_bridge} -j DROP" in host.netns_exec("iptables", "-S", "PYNET-ISOLATION-2").stdout)
     assert can_ping(host, a, "10.248.0.1")
     assert not can_ping(host, a, host.container_ip(b, b_net))
     assert not can_ping(host, b, host.container_ip(a, a_net))

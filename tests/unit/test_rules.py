@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from driver.kernel.firewall import Snapshot, parse_save
 from driver.portmap import Binding
-from driver.rules import (ALLOWED_BEFORE_JUMP, CHAINS, DNAT, DOCKER_BRIDGES, FAMILIES, FORWARD,
+from driver.rules import (ALLOWED_BEFORE_JUMP, CHAINS, DNAT, FAMILIES, FORWARD, INPUT,
                           ISOLATION, ISOLATION_2, POSTROUTING, NetworkPolicy, Rule, base_chain_rules,
-                          base_jumps, binding_rules, jump_position, network_rules, plan_remove,
-                          plan_sync)
+                          base_jumps, binding_rules, docker_bridge_rules, jump_position, network_rules,
+                          plan_remove, plan_sync)
 
 A = ipaddress.ip_address
 BR, TAG = "pn-1ed2c0ffee00", "pynet:1ed2c0ffee00"
@@ -44,14 +44,13 @@ def chains_of(rules, family):
 # --- network_rules -------------------------------------------------------------------
 
 ISOLATION_RULES = [f"-i {BR} -o {BR} {C} -j RETURN",
-                   f"-i {BR} ! -o {BR} {C} -j {ISOLATION_2}",
-                   f"-i docker0 -o {BR} {C} -j DROP",
-                   f"-i br-+ -o {BR} {C} -j DROP"]
+                   f"-i {BR} ! -o {BR} {C} -j {ISOLATION_2}"]
 ISOLATION_2_RULES = [f"-o {BR} {C} -j DROP"]
 OUTBOUND = [f"-o {BR} -m conntrack --ctstate RELATED,ESTABLISHED {C} -j ACCEPT",
             f"-o {BR} -m conntrack --ctstate DNAT {C} -j ACCEPT",
             f"-i {BR} {C} -j ACCEPT",
             f"-o {BR} {C} -j DROP"]
+LOOPBACK_GUARD = f"-d 127.0.0.0/8 -i {BR} -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT {C} -j DROP"
 HOST_MASQUERADE = f"-o {BR} -m addrtype --src-type LOCAL -m conntrack --ctstate DNAT {C} -j MASQUERADE"
 
 
@@ -69,6 +68,7 @@ def test_default_network():
         ("filter", ISOLATION): ISOLATION_RULES,
         ("filter", ISOLATION_2): ISOLATION_2_RULES,
         ("filter", FORWARD): [f"-i {BR} -o {BR} {C} -j ACCEPT", *OUTBOUND],
+        ("filter", INPUT): [LOOPBACK_GUARD],
         ("nat", POSTROUTING): [HOST_MASQUERADE, hairpin("10.1.0.0/24"), masquerade("10.1.0.0/24")],
     }
     # IPv6 without an IPv6 subnet: same filter rules, only the host's hairpin in nat.
@@ -143,9 +143,11 @@ def test_every_network_rule_is_tagged_and_in_both_families(p):
         # the comment stands just before the target, as iptables-save prints it
         assert r.spec[-6:-2] == ("-m", "comment", "--comment", f'"{TAG}"')
         assert r.spec[-2] == "-j"
-    # Both families hold the same filter rules.
-    filters = {f: [(r.chain, r.text) for r in rules if r.family == f and r.table == "filter"] for f in FAMILIES}
+    # Both families hold the same filter rules, but for the IPv4 loopback guard.
+    filters = {f: [(r.chain, r.text) for r in rules if r.family == f and r.table == "filter"
+                   and r.chain != INPUT] for f in FAMILIES}
     assert filters[4] == filters[6]
+    assert [r.family for r in rules if r.chain == INPUT] == ([] if p.internal else [4])
 
 
 def test_subnets_only_in_their_familys_nat_rules():
@@ -163,14 +165,16 @@ def test_base_rules():
     for family in FAMILIES:
         assert chains_of(base_jumps(), family) == {
             ("filter", "FORWARD"): [JUMP],
+            ("filter", "INPUT"): [f"-j {INPUT}"],
             ("nat", "PREROUTING"): [f"-m addrtype --dst-type LOCAL -j {DNAT}"],
             ("nat", "OUTPUT"): [f"-m addrtype --dst-type LOCAL -j {DNAT}"],
             ("nat", "POSTROUTING"): [f"-j {POSTROUTING}"],
         }
         assert chains_of(base_chain_rules(), family) == {
             ("filter", FORWARD): [f"-j {ISOLATION}"],
-            ("filter", ISOLATION_2): ["-o docker0 -j DROP", "-o br-+ -j DROP"],
         }
+        assert chains_of(docker_bridge_rules(["docker0", "br-0123456789ab"]), family) == {
+            ("filter", ISOLATION_2): ["-o br-0123456789ab -j DROP", "-o docker0 -j DROP"]}
 
 
 # --- what the isolation chains do to a packet ------------------------------------------
@@ -213,7 +217,7 @@ def isolation_verdict(rules, iin, out, chain=ISOLATION):
 
 
 def installed(*policies):
-    rules = [r for r in base_chain_rules()]
+    rules = [*base_chain_rules(), *docker_bridge_rules(["docker0", "br-0123456789ab"])]
     for p in policies:
         rules += network_rules(p)
     return rules
@@ -226,7 +230,10 @@ def test_isolation_between_networks():
     assert isolation_verdict(rules, "pn-bbbbbbbbbbbb", "pn-aaaaaaaaaaaa") == "DROP"
     for docker in ("docker0", "br-0123456789ab"):
         assert isolation_verdict(rules, "pn-aaaaaaaaaaaa", docker) == "DROP"
-        assert isolation_verdict(rules, docker, "pn-aaaaaaaaaaaa") == "DROP"
+        # Docker's bridges into pynet's: new connections meet the network's own final drop.
+        assert isolation_verdict(rules, docker, "pn-aaaaaaaaaaaa") == "RETURN"
+    # A host uplink that happens to be a bridge named br-... is not Docker's.
+    assert isolation_verdict(rules, "pn-aaaaaaaaaaaa", "br-ex") == "RETURN"
     assert isolation_verdict(rules, "pn-aaaaaaaaaaaa", "eth0") == "RETURN"
     assert isolation_verdict(rules, "eth0", "pn-aaaaaaaaaaaa") == "RETURN"
     assert isolation_verdict(rules, "pn-aaaaaaaaaaaa", "pn-aaaaaaaaaaaa") == "RETURN"
@@ -411,8 +418,8 @@ def text_lines(group, family, table):
 
 def complete(family, groups=GROUPS, extra=None):
     """The snapshot pynet's plan leads to, built by hand."""
-    tables = {"filter": {"FORWARD": [JUMP], FORWARD: [f"-j {ISOLATION}"], ISOLATION: [],
-                         ISOLATION_2: ["-o docker0 -j DROP", "-o br-+ -j DROP"]},
+    tables = {"filter": {"FORWARD": [JUMP], "INPUT": [f"-j {INPUT}"], FORWARD: [f"-j {ISOLATION}"],
+                         ISOLATION: [], ISOLATION_2: [], INPUT: []},
               "nat": {"PREROUTING": [f"-m addrtype --dst-type LOCAL -j {DNAT}"],
                       "OUTPUT": [f"-m addrtype --dst-type LOCAL -j {DNAT}"],
                       "POSTROUTING": [f"-j {POSTROUTING}"], DNAT: [], POSTROUTING: []}}
@@ -429,10 +436,10 @@ def complete(family, groups=GROUPS, extra=None):
 def test_plan_sync_from_empty(family):
     group = network_rules(NET_A)
     assert plan_sync(empty(family), [group]) == {
-        "filter": [f"-N {FORWARD}", f"-N {ISOLATION}", f"-N {ISOLATION_2}",
+        "filter": [f"-N {FORWARD}", f"-N {ISOLATION}", f"-N {ISOLATION_2}", f"-N {INPUT}",
                    f"-I FORWARD 1 {JUMP}",
+                   f"-I INPUT 1 -j {INPUT}",
                    f"-I {FORWARD} 1 -j {ISOLATION}",
-                   f"-A {ISOLATION_2} -o docker0 -j DROP", f"-A {ISOLATION_2} -o br-+ -j DROP",
                    *text_lines(group, family, "filter")],
         "nat": [f"-N {DNAT}", f"-N {POSTROUTING}",
                 f"-I PREROUTING 1 -m addrtype --dst-type LOCAL -j {DNAT}",
