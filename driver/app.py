@@ -141,3 +141,5 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # pyroute2 logs every netlink message at DEBUG: noise that costs real time.
+    logging.getLogger("pyroute2").setLevel(max(logging.getLevelName(level), logging.INFO))

@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(docker.io busybox-static iptables iproute2 curl util-linux python3-venv)
+packages=(docker.io busybox-static iptables iproute2 curl util-linux python3-venv iperf3)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -33,7 +33,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 
 export PYNET_E2E=required  # the end-to-end tier fails, never skips, when it cannot run
 exec .venv/bin/python -m pytest -p no:cacheprovider -q -ra "$@"

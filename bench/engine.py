@@ -1,0 +1,252 @@
+"""The measurements that need a Docker engine: a private host of the bench's own."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tests.e2e.harness import IMAGE, PLUGIN, DockerHost
+
+from .util import LogReader, PluginClient, RECONCILE, call_latencies, rss_mb
+
+PYNET_NET, BRIDGE_NET, SCALE_NET = "bench-pynet", "bench-bridge", "bench-scale"
+PYNET_SUBNET, SCALE_SUBNET = "10.231.0.0/16", "10.232.0.0/22"
+DRIVERS = ("pynet", "bridge")
+
+
+@dataclass
+class Sizes:
+    starts: int
+    burst: int
+    burst_rounds: int
+    scale: int
+    iperf_runs: int
+    iperf_seconds: int
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> "Sizes":
+        if quick:
+            return cls(starts=5, burst=10, burst_rounds=1, scale=50, iperf_runs=1, iperf_seconds=2)
+        return cls(starts=30, burst=50, burst_rounds=2, scale=500, iperf_runs=3, iperf_seconds=5)
+
+
+@dataclass
+class EngineBench:
+    host: DockerHost
+    sizes: Sizes
+    say: Callable[[str], None] = print
+    results: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)
+    procs: list = field(default_factory=list)  # iperf3 servers, killed whatever happens
+
+    def __post_init__(self) -> None:
+        self.log = LogReader(self.host.workdir / "pynet.log")
+        self.nets = {"pynet": PYNET_NET, "bridge": BRIDGE_NET}
+
+    # --- setup -------------------------------------------------------------
+
+    def networks(self) -> None:
+        self.host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
+                         "--subnet", PYNET_SUBNET, PYNET_NET)
+        self.host.docker("network", "create", "-d", "bridge", BRIDGE_NET)  # Docker's default IPAM
+
+    def phase(self, name: str, fn: Callable[[], None]) -> None:
+        """Run one measurement; a failure is reported, the others still run."""
+        self.say(f"bench: {name} ...")
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - reported in the results
+            self.errors[name] = f"{type(exc).__name__}: {exc}"
+            self.say(f"bench: {name} could not be measured: {exc}")
+        self.say(f"bench: {name} done in {time.monotonic() - t0:.1f} s")
+
+    def run_all(self) -> None:
+        self.networks()
+        self.phase("starts", self.starts)
+        self.phase("burst", self.burst)
+        self.phase("scale", self.scale)
+        self.phase("throughput", self.throughput)
+
+    # --- 1. sequential container starts ------------------------------------
+
+    def _start_once(self, driver: str) -> float:
+        t0 = time.perf_counter()
+        proc = self.host.docker_proc("run", "--rm", "--network", self.nets[driver], IMAGE, "true")
+        took = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"docker run on {driver} failed: {proc.stderr.strip()}")
+        return took
+
+    def starts(self) -> None:
+        for driver in DRIVERS:  # warm-up, not counted: first run of each loads caches
+            self._start_once(driver)
+        times = {d: [] for d in DRIVERS}
+        offset = self.log.offset()
+        for i in range(self.sizes.starts):
+            for driver in (DRIVERS if i % 2 == 0 else DRIVERS[::-1]):  # ABBA: no order bias
+                times[driver].append(self._start_once(driver))
+        self.results["starts"] = times
+        self.results["latency_c1"] = call_latencies(self.log.lines_since(offset))
+
+    # --- 2. burst ------------------------------------------------------------
+
+    def _burst_once(self, driver: str, rnd: int) -> dict:
+        n = self.sizes.burst
+        names = [f"bench-burst-{driver}-{rnd}-{i}" for i in range(n)]
+        gate = threading.Barrier(n)
+
+        def one(name: str) -> bool:
+            gate.wait()
+            return self.host.docker_proc("run", "-d", "--name", name, "--network", self.nets[driver],
+                                         IMAGE, "sleep", "1000", timeout=300).returncode == 0
+        try:
+            with ThreadPoolExecutor(max_workers=n) as pool:
+                t0 = time.perf_counter()
+                oks = list(pool.map(one, names))
+                wall = time.perf_counter() - t0
+        finally:
+            self.host.docker_proc("rm", "-f", *names, timeout=300)
+        return {"wall_s": wall, "failures": oks.count(False)}
+
+    def burst(self) -> None:
+        runs = {d: [] for d in DRIVERS}
+        lines: list[str] = []
+        for rnd in range(self.sizes.burst_rounds):
+            for driver in (DRIVERS if rnd % 2 == 0 else DRIVERS[::-1]):
+                offset = self.log.offset()
+                runs[driver].append(self._burst_once(driver, rnd))
+                if driver == "pynet":
+                    lines += self.log.lines_since(offset)
+        self.results["burst"] = runs
+        self.results["latency_burst"] = call_latencies(lines)
+
+    # --- 4. scale through the plugin API --------------------------------------
+
+    def _pool_id(self, client: PluginClient, network_id: str) -> str:
+        _, state = client.request("GET", "/debug/state")
+        for pool in state["pools"]:
+            if pool.get("network") == network_id:
+                return pool["id"]
+        raise RuntimeError(f"no pynet pool for network {network_id[:12]} in /debug/state")
+
+    # pynet's flags for this run (set by the command: as an operator runs it).
+    pynet_flags: tuple[str, ...] = ()
+
+    def _restart(self, client: PluginClient) -> dict:
+        """Restart pynet; wall time until /healthz says ready, and its own reconcile time."""
+        client.close()
+        self.host.stop_pynet()
+        offset = self.log.offset()
+        t0 = time.perf_counter()
+        self.host.start_pynet(self.pynet_flags)
+        while True:
+            try:
+                status, health = client.request("GET", "/healthz")
+            except OSError:
+                status, health = 0, {}
+            if status == 200:
+                break
+            if time.perf_counter() - t0 > 60:
+                raise RuntimeError(f"pynet not ready 60 s after restart: {health}")
+            time.sleep(0.02)
+        ready_s = time.perf_counter() - t0
+        reconcile = [float(m["s"]) for m in map(RECONCILE.search, self.log.lines_since(offset)) if m]
+        return {"ready_s": ready_s, "reconcile_s": reconcile[0] if reconcile else float("nan"),
+                "endpoints": health.get("endpoints"), "rss_mb": rss_mb(self.host.pynet.pid)}
+
+    def scale(self) -> None:
+        n = self.sizes.scale
+        self.host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
+                         "--subnet", SCALE_SUBNET, SCALE_NET)
+        network_id = self.host.docker("network", "inspect", "-f", "{{.Id}}", SCALE_NET)
+        client = PluginClient(self.host.pynet_socket)
+        made: list[tuple[str, str]] = []  # (endpoint ID, address)
+        res: dict = {"endpoints": n}
+        pool_id = ""
+        try:
+            pool_id = self._pool_id(client, network_id)
+            res["restart_0"] = self._restart(client)  # baseline: the same restart, no scale endpoints
+            res["rss_0_mb"] = rss_mb(self.host.pynet.pid)
+            per = []
+            for _ in range(n):
+                eid = secrets.token_hex(32)
+                t0 = time.perf_counter()
+                addr = client.call("IpamDriver.RequestAddress", {"PoolID": pool_id})["Address"]
+                try:
+                    client.call("NetworkDriver.CreateEndpoint",
+                                {"NetworkID": network_id, "EndpointID": eid, "Interface": {"Address": addr}})
+                except Exception:
+                    client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": addr.split("/")[0]})
+                    raise
+                per.append(time.perf_counter() - t0)
+                made.append((eid, addr.split("/")[0]))
+            res["per_endpoint_s"] = per
+            res["rss_n_mb"] = rss_mb(self.host.pynet.pid)
+            res["restart_n"] = self._restart(client)
+        finally:
+            t0 = time.perf_counter()
+            for eid, ip in made:
+                client.call("NetworkDriver.DeleteEndpoint", {"NetworkID": network_id, "EndpointID": eid})
+                client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip})
+            res["cleanup_s"] = time.perf_counter() - t0
+            client.close()
+            self.results["scale"] = res
+            self.host.docker("network", "rm", SCALE_NET)
+
+    # --- 6. data plane ------------------------------------------------------------
+
+    def _iperf_once(self, pair: dict, seconds: int) -> float:
+        server = subprocess.Popen(["nsenter", "-t", pair["server_pid"], "-n", "iperf3", "-s", "-1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(server)
+        try:
+            for _ in range(50):
+                proc = subprocess.run(["nsenter", "-t", pair["client_pid"], "-n", "iperf3", "-c", pair["ip"],
+                                       "-t", str(seconds), "-J"], capture_output=True, text=True,
+                                      timeout=seconds + 30)
+                out = json.loads(proc.stdout) if proc.stdout.strip() else {}
+                error = out.get("error", "") or (proc.stderr.strip() if proc.returncode else "")
+                received = out.get("end", {}).get("sum_received", {}).get("bits_per_second")
+                if not error and received is not None:
+                    return received / 1e9
+                if "refused" not in error:  # anything but "the server is not listening yet"
+                    raise RuntimeError(f"iperf3 failed ({proc.returncode}): {error or proc.stdout[-300:]}")
+                time.sleep(0.1)  # the server is not listening yet
+            raise RuntimeError("iperf3 server never listened")
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+
+    def throughput(self) -> None:
+        pairs = {}
+        for driver in DRIVERS:
+            pair = {}
+            for role in ("server", "client"):
+                name = f"bench-iperf-{driver}-{role}"
+                self.host.docker("run", "-d", "--name", name, "--network", self.nets[driver], IMAGE, "sleep", "1000")
+                pair[f"{role}_pid"] = self.host.docker("inspect", "-f", "{{.State.Pid}}", name)
+            pair["ip"] = self.host.container_ip(f"bench-iperf-{driver}-server", self.nets[driver])
+            pairs[driver] = pair
+        gbps = {d: [] for d in DRIVERS}
+        try:
+            for i in range(self.sizes.iperf_runs):
+                for driver in (DRIVERS if i % 2 == 0 else DRIVERS[::-1]):
+                    gbps[driver].append(self._iperf_once(pairs[driver], self.sizes.iperf_seconds))
+        finally:
+            self.host.docker_proc("rm", "-f", *(f"bench-iperf-{d}-{r}" for d in DRIVERS for r in ("server", "client")))
+        self.results["throughput_gbps"] = gbps
+        self.results["iperf_seconds"] = self.sizes.iperf_seconds
+
+    def kill_procs(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

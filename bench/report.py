@@ -1,0 +1,283 @@
+"""benchmarks.md and benchmarks.png from the measurements."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .util import mean, percentile, ratio
+
+
+def _f(v, fmt: str = "{:.1f}", unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return fmt.format(v) + (f" {unit}" if unit else "")
+
+
+def _ms(v) -> str:
+    return _f(v, "{:.1f}", "ms")
+
+
+def _x(v) -> str:
+    return _f(v, "{:.3f}", "×")
+
+
+def _kib(v) -> str:
+    return _f(v / 1024 if v is not None else None, "{:.1f}", "KiB")
+
+
+class Report:
+    def __init__(self, meta: dict, engine: dict, engine_errors: dict, ipam: dict | None, ipam_error: str | None,
+                 quick: bool) -> None:
+        self.meta, self.e, self.errors, self.ipam, self.ipam_error, self.quick = \
+            meta, engine, engine_errors, ipam, ipam_error, quick
+        self.rows: list[tuple[str, str, str]] = []
+        self.verdicts: list[tuple[str, str, str]] = []  # (target, figure, met / not met / not measured)
+
+    def row(self, section: str, what: str, value: str) -> None:
+        self.rows.append((section, what, value))
+
+    def verdict(self, target: str, figure: str, ok) -> None:
+        self.verdicts.append((target, figure, "not measured" if ok is None else ("met" if ok else "**not met**")))
+
+    # --- figures -------------------------------------------------------------
+
+    def build(self) -> None:
+        m = self.meta
+        for what, key in (("CPUs (nproc)", "nproc"), ("memory", "memory"), ("kernel", "kernel"),
+                          ("Debian", "debian"), ("Python", "python"), ("Docker engine", "engine"),
+                          ("date (UTC)", "date"), ("pynet commit", "commit"), ("mode", "mode"),
+                          ("load average (1, 5, 15 min) at start", "load"), ("other network namespaces at start (other tests running?)", "others"),
+                          ("bench wall time", "wall")):
+            self.row("machine", what, str(m.get(key, "n/a")))
+        self._starts()
+        self._burst()
+        self._latency()
+        self._scale()
+        self._ipam()
+        self._throughput()
+
+    def _starts(self) -> None:
+        s = self.e.get("starts")
+        if not s:
+            self.row("1. container start", "not measured", self.errors.get("starts", "n/a"))
+            self.verdict("start-time ratio ≤ 1.05 (median)", "n/a", None)
+            return
+        n = len(s["pynet"])
+        med = {d: percentile(v, 50) * 1000 for d, v in s.items()}
+        p95 = {d: percentile(v, 95) * 1000 for d, v in s.items()}
+        sec = f"1. container start (`docker run --rm … true`, {n} runs each, alternating)"
+        for d in ("pynet", "bridge"):
+            self.row(sec, f"{d} median / p95", f"{_ms(med[d])} / {_ms(p95[d])}")
+        r = ratio(med["pynet"], med["bridge"])
+        self.row(sec, "**ratio pynet/bridge, median**", _x(r))
+        self.row(sec, "**ratio pynet/bridge, p95**", _x(ratio(p95["pynet"], p95["bridge"])))
+        self.verdict("start-time ratio ≤ 1.05 (median)", _x(r), r <= 1.05)
+
+    def _burst(self) -> None:
+        b = self.e.get("burst")
+        if not b:
+            self.row("2. burst", "not measured", self.errors.get("burst", "n/a"))
+            self.verdict("burst ratio ≤ 1.10, no failures", "n/a", None)
+            return
+        n = self.meta["burst"]
+        sec = f"2. burst ({n} × `docker run -d` at once, {len(b['pynet'])} round(s) each)"
+        walls = {d: mean([r["wall_s"] for r in runs]) for d, runs in b.items()}
+        fails = {d: sum(r["failures"] for r in runs) for d, runs in b.items()}
+        for d in ("pynet", "bridge"):
+            each = ", ".join(f"{r['wall_s']:.2f}" for r in b[d])
+            self.row(sec, f"{d} wall time (mean; each run)", f"{walls[d]:.2f} s ({each})")
+            self.row(sec, f"{d} failures", f"{fails[d]} of {n * len(b[d])}")
+        r = ratio(walls["pynet"], walls["bridge"])
+        self.row(sec, "**ratio pynet/bridge, wall time**", _x(r))
+        self.verdict(f"burst ratio ≤ 1.10, no failures (at {n})",
+                     f"{_x(r)}, {fails['pynet']} + {fails['bridge']} failures",
+                     r <= 1.10 and fails["pynet"] == 0 and fails["bridge"] == 0)
+
+    def _latency(self) -> None:
+        n = self.meta["burst"]
+        results = {}
+        for key, label in (("latency_c1", "concurrency 1 (sequential starts)"),
+                           ("latency_burst", f"concurrency {n} (burst)")):
+            lat = self.e.get(key)
+            sec = f"3. plugin-side latency, from pynet's log, {label}"
+            if lat is None:
+                self.row(sec, "not measured", "n/a")
+                results[key] = math.nan
+                continue
+            for method in ("CreateEndpoint", "Join", "RequestAddress", "CreateEndpoint+Join"):
+                v = lat.get(method, [])
+                self.row(sec, f"{method} p50 / p99 (n={len(v)})", f"{_ms(percentile(v, 50))} / {_ms(percentile(v, 99))}")
+            results[key] = percentile(lat.get("CreateEndpoint+Join", []), 99)
+        c1, cb = results["latency_c1"], results["latency_burst"]
+        self.verdict("CreateEndpoint+Join p99 < 20 ms at concurrency 1", _ms(c1), None if math.isnan(c1) else c1 < 20)
+        self.verdict(f"CreateEndpoint+Join p99 < 100 ms at concurrency 50 (measured at {n})", _ms(cb),
+                     None if math.isnan(cb) else cb < 100)
+
+    def _scale(self) -> None:
+        s = self.e.get("scale")
+        n = self.meta["scale"]
+        sec = f"4. scale: {n} endpoints on one pynet network, through the plugin API"
+        if not s or "per_endpoint_s" not in s:
+            self.row(sec, "not measured", self.errors.get("scale", "n/a"))
+            for t in ("RSS < 80 MB at 500 endpoints", "start-up with 500 endpoints < 2 s"):
+                self.verdict(t, "n/a", None)
+            return
+        per = [x * 1000 for x in s["per_endpoint_s"]]
+        tenth = max(1, len(per) // 10)
+        self.row(sec, "RequestAddress + CreateEndpoint, client-side: mean / p50 / p99",
+                 f"{_ms(mean(per))} / {_ms(percentile(per, 50))} / {_ms(percentile(per, 99))}")
+        self.row(sec, f"the same, mean of the first {tenth} / of the last {tenth}",
+                 f"{_ms(mean(per[:tenth]))} / {_ms(mean(per[-tenth:]))}")
+        self.row(sec, "pynet RSS at 0 / at " + str(n) + " endpoints",
+                 f"{_f(s.get('rss_0_mb'), unit='MB')} / {_f(s.get('rss_n_mb'), unit='MB')}")
+        r0, rn = s.get("restart_0", {}), s.get("restart_n", {})
+        self.row(sec, "restart with 0 endpoints: until /healthz ready / its reconcile",
+                 f"{_f(r0.get('ready_s'), '{:.2f}', 's')} / {_f(r0.get('reconcile_s'), '{:.2f}', 's')}")
+        self.row(sec, f"restart with {n} saved endpoints: until /healthz ready / its reconcile",
+                 f"{_f(rn.get('ready_s'), '{:.2f}', 's')} / {_f(rn.get('reconcile_s'), '{:.2f}', 's')}")
+        self.row(sec, "endpoints pynet reported after that restart; its RSS",
+                 f"{rn.get('endpoints', 'n/a')}; {_f(rn.get('rss_mb'), unit='MB')}")
+        if "cleanup_s" in s:
+            self.row(sec, "clean-up: DeleteEndpoint + ReleaseAddress, mean per endpoint",
+                     _ms(s["cleanup_s"] * 1000 / n))
+        rss = s.get("rss_n_mb")
+        self.verdict(f"RSS < 80 MB at 500 endpoints (measured at {n})", _f(rss, unit="MB"),
+                     None if rss is None else rss < 80)
+        ready = rn.get("ready_s")
+        self.verdict(f"start-up with 500 endpoints < 2 s (measured at {n}; until /healthz ready)",
+                     f"{_f(ready, '{:.2f}', 's')} (reconcile {_f(rn.get('reconcile_s'), '{:.2f}', 's')})",
+                     None if ready is None else ready < 2)
+
+    def _ipam(self) -> None:
+        if self.ipam is None:
+            self.row("5. IPAM", "not measured", self.ipam_error or "n/a")
+            self.verdict("a /16 allocated in < 2 s including persistence", "n/a", None)
+            self.verdict("a /8 pool costs kilobytes", "n/a", None)
+            return
+        f, b = self.ipam["fill"], self.ipam["big"]
+        sec = "5. IPAM in process (IpamService + SQLite state, one RequestAddress each)"
+        self.row(sec, f"allocate all {f['addresses']} of a /{f['subnet'].split('/')[1]} "
+                      f"(each persisted): total / per address",
+                 f"{f['alloc_s']:.2f} s / {f['alloc_s'] / f['addresses'] * 1e6:.0f} µs")
+        self.row(sec, "then release them all: total / per address",
+                 f"{f['release_s']:.2f} s / {f['release_s'] / f['addresses'] * 1e6:.0f} µs")
+        self.row(sec, "pool exhausted after the last; nothing left after release",
+                 f"{f['exhausted_after']}; {f['left_after_release'] == 0}")
+        self.row(sec, "database file with the full pool", _kib(f["db_bytes_full"]))
+        self.row(sec, f"{b['addresses']} addresses of a /8: total / per address",
+                 f"{b['alloc_s']:.2f} s / {b['alloc_s'] / b['addresses'] * 1e6:.0f} µs")
+        self.row(sec, f"allocator memory (tracemalloc): empty /8 / after {b['addresses']} picks",
+                 f"{_kib(b['alloc_mem_empty'])} / {_kib(b['alloc_mem'])}")
+        self.row(sec, f"allocator memory, worst case: {b['frag_addresses']} addresses every other one",
+                 _kib(b["frag_mem"]))
+        self.row(sec, f"database file: empty pool / with {b['addresses']} addresses",
+                 f"{_kib(b['db_bytes_empty'])} / {_kib(b['db_bytes'])}")
+        self.row(sec, f"reload of the {b['addresses']} saved addresses (as at start): time / memory",
+                 f"{b['load_s']:.2f} s / {_kib(b['load_mem'])}")
+        self.verdict(f"a /16 allocated in < 2 s including persistence (measured: a /{f['subnet'].split('/')[1]})",
+                     f"{f['alloc_s']:.2f} s", f["alloc_s"] < 2 if f["subnet"].endswith("/16") else None)
+        self.verdict("a /8 pool costs kilobytes (allocator)", f"{_kib(b['alloc_mem'])} after {b['addresses']} picks",
+                     b["alloc_mem"] < 100 * 1024)
+
+    def _throughput(self) -> None:
+        t = self.e.get("throughput_gbps")
+        if not t:
+            self.row("6. data plane", "not measured", self.errors.get("throughput", "n/a"))
+            self.verdict("throughput ≥ 0.95 of bridge", "n/a", None)
+            return
+        sec = (f"6. data plane (iperf3 TCP between two containers, {len(t['pynet'])} run(s) of "
+               f"{self.e.get('iperf_seconds')} s each, interleaved)")
+        for d in ("pynet", "bridge"):
+            each = ", ".join(f"{x:.2f}" for x in t[d])
+            self.row(sec, f"{d} mean (each run)", f"{mean(t[d]):.2f} Gbit/s ({each})")
+        r = ratio(mean(t["pynet"]), mean(t["bridge"]))
+        self.row(sec, "**ratio pynet/bridge, throughput**", _x(r))
+        self.verdict("throughput ≥ 0.95 of bridge", _x(r), r >= 0.95)
+
+    # --- output --------------------------------------------------------------------
+
+    def markdown(self) -> str:
+        m = self.meta
+        out = ["# pynet benchmarks", "",
+               f"`python -m bench{' --quick' if self.quick else ''}` on {m.get('date')}: pynet against "
+               "Docker's built-in bridge driver (default IPAM), on one private engine "
+               "(tests/e2e/harness.py's DockerHost), interleaved run by run. pynet runs as an operator "
+               "runs it (`--log-level INFO`, reconciliation every 30 s). Times are wall "
+               "times seen by the client unless the row says plugin-side. p99 of a few dozen samples "
+               "is close to their maximum.", ""]
+        if self.quick:
+            out += ["**Quick mode**: smaller sizes than the targets name; the verdicts below are "
+                    "indicative only.", ""]
+        out += ["| section | measure | value |", "|---|---|---|"]
+        last = None
+        for section, what, value in self.rows:
+            out.append(f"| {section if section != last else ''} | {what} | {value} |")
+            last = section
+        out += ["", "## Targets", "", "| target | measured | verdict |", "|---|---|---|"]
+        out += [f"| {t} | {f} | {v} |" for t, f, v in self.verdicts]
+        out += ["", self.summary(), ""]
+        errors = {**self.errors, **({"ipam": self.ipam_error} if self.ipam_error else {})}
+        if errors:
+            out += ["## What could not be measured", ""] + [f"- {k}: {v}" for k, v in errors.items()] + [""]
+        return "\n".join(out)
+
+    def summary(self) -> str:
+        met = [t for t, _, v in self.verdicts if v == "met"]
+        missed = [f"{t} ({f})" for t, f, v in self.verdicts if v == "**not met**"]
+        unmeasured = [t for t, _, v in self.verdicts if v == "not measured"]
+        text = f"In this run {len(met)} of {len(self.verdicts)} targets are met"
+        text += (": " + "; ".join(met) + "." if met else ".")
+        if missed:
+            text += " Not met: " + "; ".join(missed) + "."
+        if unmeasured:
+            text += " Not judged here: " + "; ".join(unmeasured) + "."
+        others = self.meta.get("others")
+        if others and others != "none":
+            text += (f" Other network namespaces ({others}) existed when the run started: other tests "
+                     "were probably running on the same machine, so the absolute times and the ratios "
+                     "carry their noise (see the load average).")
+        return text
+
+    def plot(self, path: Path) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+        ax = axes[0]
+        s = self.e.get("starts")
+        if s:
+            data = [[x * 1000 for x in s[d]] for d in ("pynet", "bridge")]
+            ax.boxplot(data, showfliers=True)
+            ax.set_xticks([1, 2], ["pynet", "bridge"])
+            for i, d in enumerate(data, 1):
+                ax.scatter([i + 0.08] * len(d), d, s=8, alpha=0.5)
+        ax.set_title("container start (docker run --rm … true)")
+        ax.set_ylabel("ms")
+
+        ax = axes[1]
+        b = self.e.get("burst")
+        if b:
+            walls = [mean([r["wall_s"] for r in b[d]]) for d in ("pynet", "bridge")]
+            ax.bar(["pynet", "bridge"], walls, color=["tab:blue", "tab:orange"])
+            for i, w in enumerate(walls):
+                ax.text(i, w, f"{w:.2f} s", ha="center", va="bottom")
+        ax.set_title(f"burst of {self.meta['burst']} containers (wall time)")
+        ax.set_ylabel("s")
+
+        ax = axes[2]
+        t = self.e.get("throughput_gbps")
+        if t:
+            means = [mean(t[d]) for d in ("pynet", "bridge")]
+            lows = [m - min(t[d]) for m, d in zip(means, ("pynet", "bridge"))]
+            highs = [max(t[d]) - m for m, d in zip(means, ("pynet", "bridge"))]
+            ax.bar(["pynet", "bridge"], means, yerr=[lows, highs], capsize=6, color=["tab:blue", "tab:orange"])
+            for i, v in enumerate(means):
+                ax.text(i, v, f"{v:.2f}", ha="center", va="bottom")
+        ax.set_title("iperf3 TCP throughput (mean, min–max)")
+        ax.set_ylabel("Gbit/s")
+        fig.suptitle(f"pynet vs bridge — {self.meta.get('date')} — {self.meta.get('mode')}")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)

@@ -1,0 +1,135 @@
+"""Small helpers: statistics, pynet's socket, its log and its memory."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import math
+import re
+import socket
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default); nan when empty."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    pos = (len(data) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("pynet", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class PluginClient:
+    """HTTP on pynet's Unix socket, one kept-alive connection (no curl per call)."""
+
+    def __init__(self, path: Path, timeout: float = 30) -> None:
+        self.path, self.timeout = str(path), timeout
+        self.conn: Optional[_UnixConnection] = None
+
+    def request(self, verb: str, target: str, body: Optional[dict] = None) -> tuple[int, dict]:
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = _UnixConnection(self.path, self.timeout)
+            try:
+                data = json.dumps(body).encode() if body is not None else None
+                self.conn.request(verb, target, body=data,
+                                  headers={"Content-Type": "application/json"} if data else {})
+                resp = self.conn.getresponse()
+                raw = resp.read()
+                return resp.status, (json.loads(raw) if raw else {})
+            except (ConnectionError, http.client.HTTPException, OSError):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def call(self, method: str, body: dict) -> dict:
+        status, reply = self.request("POST", f"/{method}", body)
+        if status != 200 or reply.get("Err"):
+            raise RuntimeError(f"{method} failed ({status}): {reply.get('Err', reply)}")
+        return reply
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# `... pynet.server: req=16 NetworkDriver.CreateEndpoint network=222975fc2511 endpoint=7a072c6db9c0 5.6ms ok`
+CALL_LINE = re.compile(r"pynet\.server: req=\d+ (?P<method>\S+) (?P<ids>.*?) ?(?P<ms>\d+(?:\.\d+)?)ms (?P<outcome>ok|error.*)$")
+ENDPOINT = re.compile(r"endpoint=([0-9a-f]+)")
+RECONCILE = re.compile(r"reconcile: (?P<what>.*)\((?:.*, )?(?P<s>\d+(?:\.\d+)?) s\)$")
+
+
+class LogReader:
+    """Reads pynet's log from a remembered offset: one phase's lines only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def offset(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def lines_since(self, offset: int) -> list[str]:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", "replace").splitlines()
+
+
+def call_latencies(lines: list[str]) -> dict[str, list[float]]:
+    """Plugin-side milliseconds by method, successful calls only, plus
+    'CreateEndpoint+Join': the sum of both calls for each endpoint that had both."""
+    out: dict[str, list[float]] = {}
+    per_ep: dict[str, dict[str, float]] = {}
+    for line in lines:
+        m = CALL_LINE.search(line)
+        if not m or m["outcome"] != "ok":
+            continue
+        method = m["method"].split(".", 1)[-1]
+        ms = float(m["ms"])
+        out.setdefault(method, []).append(ms)
+        ep = ENDPOINT.search(m["ids"])
+        if ep and method in ("CreateEndpoint", "Join"):
+            per_ep.setdefault(ep.group(1), {})[method] = ms
+    out["CreateEndpoint+Join"] = [v["CreateEndpoint"] + v["Join"] for v in per_ep.values()
+                                  if "CreateEndpoint" in v and "Join" in v]
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """VmRSS of the pynet process (the python under nsenter, if nsenter forked)."""
+    pid = python_pid(pid)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def python_pid(pid: int) -> int:
+    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    if comm != "nsenter":
+        return pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(children[0]) if children else pid
