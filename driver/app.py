@@ -61,6 +61,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
                        on_release=driver.address_released)
     await driver.load()
     await ipam.load()
+    await firewall.probe(need_ipv6=any(n.ipv6 for n in driver.networks.values()))
     reconciler = Reconciler(driver, ipam.unheld, ipam.release_in, min_age=config.stale_after)
     metrics = Metrics(lambda: state_counts(driver, ipam))
     debug = DebugApi(config, driver, ipam, reconciler, metrics, started=time.monotonic())

@@ -30,7 +30,20 @@ class Firewall:
         self.restored = 0  # rules put back by check() since start
         self.on_restored: Callable[[int], None] | None = None  # e.g. metrics
         self.refresh: Refresh | None = None  # learns what wanted() depends on (Docker's bridges)
+        self.families = list(FAMILIES)  # probe() drops IPv6 on a host whose ip6tables cannot run
         self._lock = asyncio.Lock()
+
+    async def probe(self, need_ipv6: bool) -> None:
+        """Drop IPv6 rules on a host where ip6tables does not work (IPv6 disabled
+        at boot), unless some network needs them: then say so, loudly."""
+        try:
+            await self.iptables.snapshot(6)
+        except KernelError as exc:
+            if need_ipv6:
+                raise
+            self.families = [4]
+            log.warning("firewall: ip6tables does not work here (%s): IPv6 rules are left out;"
+                        " IPv6 networks cannot be created", exc)
 
     async def ensure(self, groups: Iterable[Sequence[Rule]] = ()) -> int:
         """Make pynet's chains, jumps and these groups present; returns lines applied."""
@@ -39,7 +52,7 @@ class Firewall:
 
     async def _ensure_locked(self, groups: list[Sequence[Rule]]) -> int:
         applied = 0
-        for family in FAMILIES:
+        for family in self.families:
             snap = await self.iptables.snapshot(family)
             batch = plan_sync(snap, groups)
             await self.iptables.apply(family, batch)
@@ -51,7 +64,7 @@ class Firewall:
         rules = list(rules)
         errors = []
         async with self._lock:
-            for family in FAMILIES:
+            for family in self.families:
                 try:
                     snap = await self.iptables.snapshot(family)
                     await self.iptables.apply(family, plan_remove(snap, rules))

@@ -104,6 +104,8 @@ class NetworkDriver:
         ipv6 = [_subnet(nid, d, 6) for d in req.IPv6Data or []] if opts.ipv6 else []
         if opts.ipv6 and not ipv6:
             raise InvalidRequest(f"network {nid}: --ipv6 was asked for but Docker sent no IPv6 pool")
+        if ipv6 and 6 not in self.firewall.families:
+            raise InvalidRequest(f"network {nid}: IPv6 needs ip6tables, which does not work on this host")
         bridge = opts.bridge_name or naming.bridge_name(req.NetworkID)
         return store.Network(req.NetworkID, bridge, opts, ipv4, ipv6)
 

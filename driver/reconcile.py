@@ -30,7 +30,7 @@ from .errors import DriverError
 from .kernel import links, netns
 from .network import NetworkDriver
 from .periodic import every
-from .rules import CHAINS, FAMILIES, Rule, plan_sync
+from .rules import CHAINS, Rule, plan_sync
 
 log = logging.getLogger("pynet.reconcile")
 
@@ -209,7 +209,7 @@ class Reconciler:
     async def _orphan_rules(self, act) -> None:
         """Rules in pynet's chains tagged with a network pynet does not know."""
         d = self.driver
-        for family in FAMILIES:
+        for family in d.firewall.families:
             snap = await d.firewall.iptables.snapshot(family)
             # Known networks are read after the snapshot: a network created in
             # between has its ID in flight or saved by now, never neither.
@@ -236,7 +236,7 @@ class Reconciler:
         if repair:
             done["firewall rules restored"] += await d.firewall.check()
             return
-        for family in FAMILIES:
+        for family in d.firewall.families:
             snap = await d.firewall.iptables.snapshot(family)
             if plan_sync(snap, []):
                 await act(Finding("firewall rules restored", f"pynet's IPv{family} chains",

@@ -201,6 +201,8 @@ class FakeFirewall:
 
     def __init__(self) -> None:
         self.wanted = lambda: []
+        self.refresh = None
+        self.families = [4, 6]
         self.calls: list[tuple[str, list]] = []
 
     @staticmethod
