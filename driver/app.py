@@ -112,9 +112,7 @@ async def serve(config: Config) -> None:
         watchers.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    install_stop_handlers(asyncio.get_running_loop(), stop)
     await stop.wait()
     log.info("pynet stopping")
     for task in watchers:
@@ -124,6 +122,25 @@ async def serve(config: Config) -> None:
         os.unlink(config.socket)
     await plugin.db.close()
     plugin.ipr.close()
+
+
+def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT stop pynet, but only pynet itself.
+
+    pyroute2 forks a short-lived child to open a netlink socket in a
+    container's namespace, and stops it with SIGTERM. asyncio's own signal
+    handling (a wakeup fd the child shares) would make that child's signal
+    stop pynet: here the forked child just exits.
+    """
+    main = os.getpid()
+
+    def handler(signum, _frame) -> None:
+        if os.getpid() != main:
+            os._exit(0)
+        loop.call_soon_threadsafe(stop.set)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
 
 
 class JsonFormatter(logging.Formatter):
