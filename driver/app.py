@@ -29,6 +29,7 @@ from .kernel.firewall import Iptables
 from .debug import DebugApi, state_counts
 from .metrics import Metrics
 from .network import NetworkDriver
+from .periodic import every
 from .reconcile import Reconciler
 from .server import make_app
 
@@ -67,7 +68,9 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     debug = DebugApi(config, driver, ipam, reconciler, metrics, started=time.monotonic())
     firewall.on_restored = metrics.firewall_restored.inc
     reconciler.on_done = lambda done: _count_reconcile(metrics, done)
-    await reconciler.run()  # before the first call: after a reboot nothing is there
+    # Before the first call, what calls need (after a reboot nothing is there);
+    # the rest as soon as pynet serves (see serve()).
+    await reconciler.run(full=False)
     return Plugin(config, db, ipr, driver, ipam, firewall, reconciler, debug)
 
 
@@ -105,7 +108,7 @@ async def serve(config: Config) -> None:
         os.umask(old)
     log.info("pynet serving on %s (state %s)", config.socket, config.database)
 
-    watchers = []
+    watchers = [asyncio.create_task(every(0, plugin.reconciler.run, "reconcile", once=True))]
     if config.firewall_interval > 0:
         watchers.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval)))
     if config.reconcile_interval > 0:

@@ -9,11 +9,13 @@ from typing import Awaitable, Callable
 log = logging.getLogger("pynet")
 
 
-async def every(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:
-    """Run `job` every `interval` seconds for ever; a failure is logged, not fatal."""
+async def every(interval: float, job: Callable[[], Awaitable[object]], what: str, once: bool = False) -> None:
+    """Run `job` every `interval` seconds for ever (or once); a failure is logged, not fatal."""
     while True:
         await asyncio.sleep(interval)
         try:
             await job()
         except Exception as exc:  # noqa: BLE001 - keep going; say why it failed
             log.error("%s failed: %s", what, exc)
+        if once:
+            return

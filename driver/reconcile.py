@@ -76,10 +76,15 @@ class Reconciler:
         await self._pass(findings, repair=False)
         return findings
 
-    async def run(self) -> Counter:
-        """Put everything right; what was done, by action."""
+    async def run(self, full: bool = True) -> Counter:
+        """Put everything right; what was done, by action.
+
+        `full=False` does only what must precede the first call (networks'
+        bridges, addresses and rules): endpoints, leftovers and addresses can
+        wait until pynet serves.
+        """
         started = time.monotonic()
-        done = await self._pass([], repair=True)
+        done = await self._pass([], repair=True, full=full)
         self.runs += 1
         self.last = +done
         self.totals.update(self.last)
@@ -94,7 +99,7 @@ class Reconciler:
                      len(d.networks), len(d.endpoints), took)
         return self.last
 
-    async def _pass(self, findings: list[Finding], repair: bool) -> Counter:
+    async def _pass(self, findings: list[Finding], repair: bool, full: bool = True) -> Counter:
         done: Counter = Counter()
 
         async def act(finding: Finding, fix: Optional[Callable[[], Awaitable[object]]]) -> None:
@@ -116,10 +121,13 @@ class Reconciler:
         known = set(d.endpoints)  # before the dump: an endpoint made after it is not judged by it
         found = await links.dump_links(d.ipr)
         await self._networks(found, act, repair)
-        await self._endpoints(found, act, known)
-        await self._orphan_links(found, act)
-        await self._orphan_rules(act)
+        if full:
+            await self._endpoints(found, act, known)
+            await self._orphan_links(found, act)
+            await self._orphan_rules(act)
         await self._firewall(act, repair, done)
+        if not full:
+            return done
         await self._addresses(act)
         return done
 

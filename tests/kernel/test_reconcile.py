@@ -787,3 +787,17 @@ async def test_reconcile_of_500_endpoints_in_place_is_fast(ns, pynet, sandboxes)
     assert len([n for n in ns.links() if n.startswith("pnh")]) == 500
     assert saved_rules(ns) == rules
     assert took < 2.0, f"load + reconcile of 500 endpoints took {took:.2f} s"
+
+
+async def test_the_pass_before_serving_puts_networks_back_and_leaves_endpoints_for_later(ns, pynet, sandboxes):
+    p = await pynet()
+    await p.reconciler.run()
+    net = await create_network(p)
+    dead = await create_endpoint(p, ns, net, sandboxes.create())
+    sandboxes.kill(dead.sandbox)
+    wait_gone(ns, dead.host)
+    ns.ip("link", "del", net.bridge)
+    done = await p.reconciler.run(full=False)
+    assert done["bridges recreated"] == 1 and "stale endpoints reclaimed" not in done
+    assert net.bridge in ns.links() and dead.eid in p.driver.endpoints
+    assert (await p.reconciler.run())["stale endpoints reclaimed"] == 1
