@@ -18,6 +18,17 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
+def show(args, data, rows: list[list], header: list[str]) -> int:
+    """JSON with --json, else a table."""
+    print(json.dumps(data, indent=2) if args.json else table(rows, header))
+    return 0
+
+
+def host_port(p: dict) -> str:
+    host = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
+    return f"{host}:{p['host_port']}"
+
+
 def short(object_id: Optional[str]) -> str:
     return (object_id or "-")[:12]
 
@@ -68,34 +79,23 @@ async def cmd_status(ctx: Context, args) -> int:
 
 async def cmd_networks(ctx: Context, args) -> int:
     state = await ctx.pynet.get("/debug/state")
-    if args.json:
-        print(json.dumps(state["networks"], indent=2))
-        return 0
     rows = [[short(n["id"]), ctx.network_name(n["id"]), n["bridge"],
              ", ".join(s["pool"] for s in n["subnets"]) or "-",
              ", ".join(s["gateway"] for s in n["subnets"] if s["gateway"]) or "-",
              n["mode"], n["endpoints"]] for n in state["networks"]]
-    print(table(rows, ["NETWORK", "NAME", "BRIDGE", "SUBNETS", "GATEWAYS", "MODE", "ENDPOINTS"]))
-    return 0
+    return show(args, state["networks"], rows,
+                ["NETWORK", "NAME", "BRIDGE", "SUBNETS", "GATEWAYS", "MODE", "ENDPOINTS"])
 
 
 async def cmd_endpoints(ctx: Context, args) -> int:
     state = await ctx.pynet.get("/debug/state")
     wanted = ctx.resolve(state, args.network)
     eps = [e for e in state["endpoints"] if wanted in (None, e["network"])]
-    if args.json:
-        print(json.dumps(eps, indent=2))
-        return 0
     rows = [[short(e["id"]), ctx.container_of(e["id"]), short(e["network"]), e["host_interface"],
              ", ".join(e["addresses"]) or "-", e["mac"],
-             ", ".join(_port(p) for p in e["published"]) or "-"] for e in eps]
-    print(table(rows, ["ENDPOINT", "CONTAINER", "NETWORK", "HOST IF", "ADDRESSES", "MAC", "PORTS"]))
-    return 0
-
-
-def _port(p: dict) -> str:
-    host = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
-    return f"{host}:{p['host_port']}->{p['port']}/{p['proto']}"
+             ", ".join(f"{host_port(p)}->{p['port']}/{p['proto']}" for p in e["published"]) or "-"]
+            for e in eps]
+    return show(args, eps, rows, ["ENDPOINT", "CONTAINER", "NETWORK", "HOST IF", "ADDRESSES", "MAC", "PORTS"])
 
 
 async def cmd_ports(ctx: Context, args) -> int:
@@ -104,14 +104,9 @@ async def cmd_ports(ctx: Context, args) -> int:
     for e in state["endpoints"]:
         for p in e["published"]:
             data.append({**p, "endpoint": e["id"], "network": e["network"], "container": ctx.container_of(e["id"])})
-            host = f"[{p['host_ip']}]" if ":" in p["host_ip"] else p["host_ip"]
-            rows.append([f"{host}:{p['host_port']}", p["proto"], f"{p['container_ip']}:{p['port']}",
+            rows.append([host_port(p), p["proto"], f"{p['container_ip']}:{p['port']}",
                          ctx.container_of(e["id"]), short(e["id"]), short(e["network"])])
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(table(rows, ["HOST", "PROTO", "CONTAINER ADDRESS", "CONTAINER", "ENDPOINT", "NETWORK"]))
-    return 0
+    return show(args, data, rows, ["HOST", "PROTO", "CONTAINER ADDRESS", "CONTAINER", "ENDPOINT", "NETWORK"])
 
 
 async def cmd_ipam(ctx: Context, args) -> int:

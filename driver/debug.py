@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from ipam.addr import parse_address
 from ipam.service import IpamService
 
-from . import __version__, naming
+from . import __version__
 from .config import Config
 from .kernel import links
 from .metrics import Metrics
@@ -101,22 +102,11 @@ class DebugApi:
 
     async def _holders(self) -> dict[str, dict[str, str]]:
         """pool ID -> address -> who holds it."""
-        rows = await self.driver.db.read(
-            lambda c: c.execute("SELECT pool_id, address, kind FROM ipam_addresses").fetchall())
-        by_ip: dict[str, str] = {}
-        for n in self.driver.networks.values():
-            for s in n.subnets:
-                if s.gateway:
-                    by_ip[str(s.gateway.ip)] = f"gateway of network {naming.short(n.network_id)}"
-                for name, addr in s.aux.items():
-                    by_ip[str(addr)] = f"aux address {name!r} of network {naming.short(n.network_id)}"
-        for e in self.driver.endpoints.values():
-            for a in (e.address, e.address6):
-                if a:
-                    by_ip[str(a.ip)] = f"endpoint {naming.short(e.endpoint_id)}"
+        holders = self.driver.holders()
         result: dict[str, dict[str, str]] = {}
-        for pool_id, address, kind in rows:
-            result.setdefault(pool_id, {})[address] = by_ip.get(address, f"{kind}, held by no endpoint")
+        for pool_id, address, kind in await self.ipam.allocated():
+            who = holders.get(parse_address(address))
+            result.setdefault(pool_id, {})[address] = who[1] if who else f"{kind}, held by no endpoint"
         return result
 
     async def doctor(self, _: web.Request) -> web.Response:

@@ -477,19 +477,26 @@ class NetworkDriver:
 
     # --- lookups for the IPAM's error messages -----------------------------
 
-    async def holder_of(self, pool: IPNetwork, addr: IPAddress) -> Optional[str]:
-        for ep in self.endpoints.values():
-            if addr in (ep.address.ip if ep.address else None, ep.address6.ip if ep.address6 else None):
-                return (f"endpoint {naming.short(ep.endpoint_id)} on network"
-                        f" {naming.short(ep.network_id)}")
+    def holders(self) -> dict[IPAddress, tuple[str, str]]:
+        """Every address pynet's networks and endpoints hold: address -> (network ID, who)."""
+        held: dict[IPAddress, tuple[str, str]] = {}
         for net in self.networks.values():
+            nid = naming.short(net.network_id)
             for s in net.subnets:
-                if s.gateway and s.gateway.ip == addr:
-                    return f"the gateway of network {naming.short(net.network_id)}"
+                if s.gateway:
+                    held[s.gateway.ip] = (net.network_id, f"the gateway of network {nid}")
                 for name, aux in s.aux.items():
-                    if aux == addr:
-                        return f"aux address {name!r} of network {naming.short(net.network_id)}"
-        return None
+                    held[aux] = (net.network_id, f"aux address {name!r} of network {nid}")
+        for ep in self.endpoints.values():
+            for a in (ep.address, ep.address6):
+                if a is not None:
+                    held[a.ip] = (ep.network_id, f"endpoint {naming.short(ep.endpoint_id)} on network"
+                                                 f" {naming.short(ep.network_id)}")
+        return held
+
+    async def holder_of(self, pool: IPNetwork, addr: IPAddress) -> Optional[str]:
+        found = self.holders().get(addr)
+        return found[1] if found else None
 
     def network_using(self, pool: IPNetwork) -> Optional[str]:
         for net in self.networks.values():

@@ -269,13 +269,9 @@ class Reconciler:
         if self.unheld_addresses is None or self.release_address is None:
             return
         d = self.driver
+        holders = d.holders()
         for net in list(d.networks.values()):
-            held: set[IPAddress] = set()
-            for s in net.subnets:
-                held |= set(s.aux.values()) | ({s.gateway.ip} if s.gateway else set())
-            for ep in d.endpoints.values():
-                if ep.network_id == net.network_id:
-                    held |= {a.ip for a in (ep.address, ep.address6) if a is not None}
+            held = {addr for addr, (nid, _) in holders.items() if nid == net.network_id}
             for s in net.subnets:
                 for addr in await self.unheld_addresses(s.pool, held, self.min_age):
                     await act(Finding("addresses reclaimed", f"network {naming.short(net.network_id)}",

@@ -274,6 +274,10 @@ class IpamService:
         return [addr for addr, kind in ((parse_address(t), k) for t, k in rows)
                 if kind != "gateway" and addr not in held]
 
+    async def allocated(self) -> list[tuple[str, str, str]]:
+        """(pool ID, address, kind) of every address held, from the saved state."""
+        return await self.db.read(store.all_addresses)
+
     async def release_in(self, subnet: IPNetwork, addr: IPAddress) -> None:
         """Release an address of `subnet`'s pool, as if Docker had."""
         pool = self._pool_of(subnet)

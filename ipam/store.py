@@ -75,6 +75,10 @@ def addresses_older_than(conn: sqlite3.Connection, pool_id: str, seconds: float)
                         (pool_id, time.time() - seconds)).fetchall()
 
 
+def all_addresses(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    return conn.execute("SELECT pool_id, address, kind FROM ipam_addresses ORDER BY pool_id").fetchall()
+
+
 def load_pools(conn: sqlite3.Connection) -> list[PoolRow]:
     rows = {r[0]: PoolRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], [])
             for r in conn.execute("SELECT pool_id, address_space, pool, sub_pool, options, cursor"
