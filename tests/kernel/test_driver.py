@@ -6,7 +6,7 @@ import pytest
 
 from driver import naming, store, wire
 from driver.db import Database
-from driver.errors import Conflict, DriverError, InvalidRequest, KernelError, NotFound
+from driver.errors import Conflict, InvalidRequest, KernelError, NotFound
 from driver.firewall import Firewall
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl

@@ -301,7 +301,7 @@ async def test_a_failing_batch_changes_nothing(ns, ipt, fw, bad):
     await fw.ensure(groups_of(NET_A))
     before = {f: await ipt.snapshot(f) for f in FAMILIES}
     text = state(ns)
-    batch = {"filter": ["-N PYNET-TEST", "-A PYNET-TEST -j ACCEPT", f"-I FORWARD 1 -j PYNET-TEST",
+    batch = {"filter": ["-N PYNET-TEST", "-A PYNET-TEST -j ACCEPT", "-I FORWARD 1 -j PYNET-TEST",
                         f"-D {FORWARD} -j {ISOLATION}", bad],
              "nat": [f"-A {DNAT} -p tcp -m tcp --dport 1 -j DNAT --to-destination 10.1.0.9:1"]}
     for family in FAMILIES:
