@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import socket
 import stat
+import sys
 import time
 from dataclasses import dataclass
 
@@ -21,11 +23,12 @@ from ipam.pools import parse_default_pools
 from ipam.service import IpamService
 
 from . import store as driver_store
-from .config import Config
+from .config import IPTABLES, Config
 from .db import Database
 from .firewall import Firewall
 from .kernel import links
 from .kernel.firewall import Iptables
+from .kernel.sysctl import Sysctl
 from .debug import DebugApi, state_counts
 from .metrics import Metrics
 from .network import NetworkDriver
@@ -55,8 +58,9 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     db = Database(config.database)
     await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
     ipr = ipr or AsyncIPRoute()
-    firewall = Firewall(iptables or Iptables())
-    driver = NetworkDriver(db, ipr, firewall, config.netns_dirs)
+    firewall = Firewall(iptables or Iptables(v4=IPTABLES[config.iptables][0], v6=IPTABLES[config.iptables][1]))
+    driver = NetworkDriver(db, ipr, firewall, config.netns_dirs, Sysctl(root=config.sysctl_root),
+                           netns_mount=config.netns_mount)
     ipam = IpamService(db, defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=driver.holder_of, network_using=driver.network_using,
                        on_release=driver.address_released)
@@ -89,7 +93,23 @@ def _socket_in_use(path: str) -> bool:
     return True
 
 
+def lock_state_dir(state_dir: str) -> int:
+    """One pynet per state directory: a second one (an old and a new plugin on one
+    host, or a plugin beside the service) would take the other's links and rules
+    for leftovers and delete them. The lock goes with the process, even on kill -9."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, "pynet.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SystemExit(f"pynet: state directory {state_dir} is in use by another pynet (a second"
+                         " plugin or the service on the same directory): stop that one first") from None
+    return fd
+
+
 async def serve(config: Config) -> None:
+    lock_state_dir(config.state_dir)
     plugin = await build(config)
     if os.path.exists(config.socket):
         if not stat.S_ISSOCK(os.stat(config.socket).st_mode):
@@ -156,7 +176,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler()
+    # Standard output: dockerd logs a managed plugin's stderr as level=error, whatever it says.
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

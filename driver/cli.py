@@ -74,6 +74,9 @@ async def cmd_status(ctx: Context, args) -> int:
         print(f"networks {health['networks']}, endpoints {health['endpoints']}")
         for check, result in health["checks"].items():
             print(f"  {check:<11}{result}")
+        settings = health.get("settings", {})
+        print("settings " + ", ".join(f"{k}={','.join(v) if isinstance(v, list) else v}"
+                                      for k, v in settings.items() if v != ""))
     return 0 if health["ready"] else 1
 
 

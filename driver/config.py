@@ -15,6 +15,9 @@ from .network import DEFAULT_NETNS_DIRS
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_STATE_DIR = "/var/lib/pynet"
+# --iptables value -> the IPv4 and IPv6 tools (each with its -save/-restore).
+IPTABLES = {"iptables": ("iptables", "ip6tables"), "nft": ("iptables-nft", "ip6tables-nft"),
+            "legacy": ("iptables-legacy", "ip6tables-legacy")}
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class Config:
     firewall_interval: float = 2.0
     reconcile_interval: float = 30.0
     stale_after: float = 60.0
+    netns_mount: str = ""
+    sysctl_root: str = "/proc/sys"
+    iptables: str = "iptables"
 
     @property
     def database(self) -> str:
@@ -46,6 +52,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netns-dirs", default=env("PYNET_NETNS_DIRS", ",".join(DEFAULT_NETNS_DIRS)),
                         help="comma-separated directories where Docker keeps container network"
                              " namespaces (PYNET_NETNS_DIRS; default %(default)s)")
+    parser.add_argument("--netns-mount", default=env("PYNET_NETNS_MOUNT", ""),
+                        help="where pynet itself sees that directory, when not at the path Docker"
+                             " gives (a managed plugin mounts it at /run/pynet/netns; PYNET_NETNS_MOUNT;"
+                             " default: the path Docker gives)")
+    parser.add_argument("--sysctl-root", default=env("PYNET_SYSCTL_ROOT", "/proc/sys"),
+                        help="where pynet writes net.* kernel settings (a managed plugin's /proc/sys is"
+                             " read-only: it mounts the host's /proc/sys/net under /host/proc/sys;"
+                             " PYNET_SYSCTL_ROOT; default %(default)s)")
+    parser.add_argument("--iptables", default=env("PYNET_IPTABLES", "iptables"), choices=sorted(IPTABLES),
+                        help="which iptables tools to use: the host's choice must match Docker's"
+                             " (nft or legacy; PYNET_IPTABLES; default %(default)s, whatever"
+                             " `iptables` is where pynet runs)")
     parser.add_argument("--log-level", default=env("PYNET_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                         help="(PYNET_LOG_LEVEL; default %(default)s)")
@@ -80,4 +98,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   log_level=args.log_level, log_format=args.log_format,
                   firewall_interval=float(args.firewall_interval),
                   reconcile_interval=float(args.reconcile_interval),
-                  stale_after=float(args.stale_after))
+                  stale_after=float(args.stale_after), netns_mount=args.netns_mount,
+                  sysctl_root=args.sysctl_root, iptables=args.iptables)

@@ -72,8 +72,17 @@ class DebugApi:
         body = {"ready": ready, "version": __version__, "checks": checks,
                 "uptime_seconds": round(time.monotonic() - self.started, 1),
                 "networks": len(self.driver.networks), "endpoints": len(self.driver.endpoints),
-                "state_dir": self.config.state_dir, "socket": self.config.socket}
+                "state_dir": self.config.state_dir, "socket": self.config.socket,
+                "settings": self.settings()}
         return web.json_response(body, status=200 if ready else 503)
+
+    def settings(self) -> dict:
+        """What an operator tunes (PYNET_*, `docker plugin set`), as this pynet runs with it."""
+        c = self.config
+        return {"log_level": c.log_level, "log_format": c.log_format, "default_pools": c.default_pools,
+                "iptables": c.iptables, "netns_dirs": list(c.netns_dirs), "netns_mount": c.netns_mount,
+                "sysctl_root": c.sysctl_root, "firewall_interval": c.firewall_interval,
+                "reconcile_interval": c.reconcile_interval, "stale_after": c.stale_after}
 
     async def state(self, _: web.Request) -> web.Response:
         d = self.driver

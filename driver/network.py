@@ -42,7 +42,8 @@ _SANDBOX = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Docker's are 12 hex digits
 
 class NetworkDriver:
     def __init__(self, db: Database, ipr: AsyncIPRoute, firewall: Firewall,
-                 netns_dirs: Sequence[str] = DEFAULT_NETNS_DIRS, sysctl: Sysctl | None = None) -> None:
+                 netns_dirs: Sequence[str] = DEFAULT_NETNS_DIRS, sysctl: Sysctl | None = None,
+                 netns_mount: str = "") -> None:
         self.db = db
         self.ipr = ipr
         self.sysctl = sysctl or Sysctl()
@@ -51,6 +52,7 @@ class NetworkDriver:
         firewall.refresh = self.refresh_docker_bridges
         self.docker_bridges: list[str] = []  # Docker's own bridges, to isolate pynet's from
         self.netns_dirs = tuple(os.path.normpath(d) for d in netns_dirs)
+        self.netns_mount = netns_mount  # where pynet sees them, if not at Docker's path (a plugin)
         self.networks: dict[str, store.Network] = {}
         self.endpoints: dict[str, store.Endpoint] = {}
         self.publisher = Publisher()
@@ -172,8 +174,9 @@ class NetworkDriver:
             gateways = [] if net.options.internal else [
                 g.ip for g, a in ((net.gateway4, ep.address), (net.gateway6, ep.address6)) if g and a]
             try:
-                await links.move_to_netns(self.ipr, ep.peer_if, ep.sandbox)
-                async with AsyncIPRoute(netns=ep.sandbox, flags=0) as inner:
+                sandbox = self.local_sandbox(ep.sandbox)
+                await links.move_to_netns(self.ipr, ep.peer_if, sandbox)
+                async with AsyncIPRoute(netns=sandbox, flags=0) as inner:
                     name = await links.configure_container_interface(
                         inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
             except BaseException:
@@ -183,6 +186,12 @@ class NetworkDriver:
         log.warning("endpoint %s: rebuilt its veth into the container as %s",
                     naming.short(ep.endpoint_id), name)
         return True
+
+    def local_sandbox(self, key: str) -> str:
+        """Where pynet itself finds a saved SandboxKey's namespace: inside a
+        managed plugin Docker's netns directory is mounted elsewhere, and the
+        name (unique, checked at Join) is what identifies it."""
+        return os.path.join(self.netns_mount, os.path.basename(key)) if self.netns_mount else key
 
     async def _ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
         """Bridge, gateway addresses, firewall rules. Returns whether the bridge was created.
@@ -209,13 +218,18 @@ class NetworkDriver:
             raise
         return created
 
-    async def _ensure_sysctls(self, net: store.Network) -> None:
+    @staticmethod
+    def wanted_sysctls(net: store.Network) -> list[str]:
+        """The kernel settings (each wanted at 1) a network needs."""
         if net.options.internal:
-            return
+            return []
         wanted = ["net/ipv4/ip_forward", f"net/ipv4/conf/{net.bridge}/route_localnet"]
         if net.ipv6:
             wanted.append("net/ipv6/conf/all/forwarding")
-        for key in wanted:
+        return wanted
+
+    async def _ensure_sysctls(self, net: store.Network) -> None:
+        for key in self.wanted_sysctls(net):
             problem = await self.sysctl.ensure(key, "1")
             if problem:  # e.g. a read-only /proc/sys in a managed plugin
                 log.warning("network %s: %s: outbound traffic or ports published on 127.0.0.1"

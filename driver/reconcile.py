@@ -152,14 +152,30 @@ class Reconciler:
                 await act(Finding("bridges repaired", subject, problem,
                                   "its containers cannot reach their gateway or leave the network",
                                   "bring the bridge up and put the gateway addresses back"), fix)
-            elif repair:
-                await fix()  # settings (sysctls) pynet cannot see cheaply: set again, silently
+            else:
+                await self._settings(net, subject, act, fix)
+
+    async def _settings(self, net, subject: str, act, fix) -> None:
+        d = self.driver
+        wrong = await asyncio.to_thread(lambda: [k for k in d.wanted_sysctls(net) if d.sysctl.read(k) != "1"])
+        if not wrong:
+            return
+        names = ", ".join(k.replace("/", ".") for k in wrong)
+        cannot = await asyncio.to_thread(d.sysctl.writable)
+        await act(Finding("settings restored", subject, f"{names} not 1",
+                          "its containers cannot reach outside, or ports published on 127.0.0.1 do not answer",
+                          f"pynet cannot set them ({cannot}): on the host, run "
+                          + " ".join(f"`sysctl -w {k.replace('/', '.')}=1`" for k in wrong)
+                          + ", or set PYNET_SYSCTL_ROOT to a writable mount of /proc/sys" if cannot
+                          else "set them to 1"),
+                  None if cannot else fix)
 
     async def _endpoints(self, found, act, known: set[str]) -> None:
         d = self.driver
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
-        alive = await asyncio.to_thread(lambda: {s: netns.is_alive(s) for s in sandboxes})
+        alive = await asyncio.to_thread(lambda: {s: netns.is_alive(d.local_sandbox(s)) for s in sandboxes})
         now = time.time()
+        await self._sandboxes_visible(found, alive, act)
         for ep in [e for e in d.endpoints.values() if e.endpoint_id in known]:
             net = d.networks.get(ep.network_id)
             subject = f"endpoint {naming.short(ep.endpoint_id)} (network {naming.short(ep.network_id)})"
@@ -188,6 +204,22 @@ class Reconciler:
                               "Docker tore it down while pynet could not hear it",
                               "forget the endpoint and free its addresses and ports"),
                       lambda ep=ep, why=why: d.reclaim_endpoint(ep, why, only_if_veth_gone=True))
+
+    async def _sandboxes_visible(self, found, alive: dict[str, bool], act) -> None:
+        """A joined endpoint whose host veth is there has a running container, so its
+        namespace must be visible: if none is, pynet is looking in the wrong place
+        (a plugin without the netns mount, or one that does not receive new mounts)."""
+        d = self.driver
+        running = [e.sandbox for e in d.endpoints.values() if e.sandbox and e.host_if in found]
+        if running and not any(alive.get(s) for s in running):
+            where = d.local_sandbox(running[0])
+            await act(Finding("host problems", "host",
+                              f"no namespace of the {len(running)} running container(s) is visible"
+                              f" (looked for {where})",
+                              "a container that loses its veth is taken for a stopped one: its endpoint"
+                              " is reclaimed instead of rebuilt",
+                              "mount Docker's netns directory where pynet looks (PYNET_NETNS_DIRS,"
+                              " PYNET_NETNS_MOUNT), with mounts propagating to it (rslave)"), None)
 
     async def _orphan_links(self, found, act) -> None:
         d = self.driver

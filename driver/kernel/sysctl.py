@@ -2,21 +2,25 @@
 
 Keys are paths under /proc/sys (net/ipv4/conf/<bridge>/route_localnet), not
 dotted names: a bridge name may itself hold dots. Inside a managed plugin
-/proc/sys is read-only: then a setting that is already right is fine, and
-one that is not is reported, never ignored.
+/proc/sys is read-only: plugin.json mounts the host's /proc/sys/net
+elsewhere (the settings of a network namespace are those of whoever reads
+them, so any mount of it works) and `root` points there. Where nothing is
+writable, a setting that is already right is fine, and one that is not is
+reported, never ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from typing import Sequence
 
 PROC_SYS = "/proc/sys"
 
 
-def _write(key: str, value: str) -> str | None:
-    path = os.path.join(PROC_SYS, *key.split("/"))
+def _write(root: str, key: str, value: str) -> str | None:
+    path = os.path.join(root, *key.split("/"))
     try:
         with open(path) as f:
             if f.read().strip() == value:
@@ -32,13 +36,37 @@ class Sysctl:
     """Sets /proc/sys of pynet's own network namespace, or (with `prefix`,
     e.g. ip netns exec NS) of another one through the sysctl tool."""
 
-    def __init__(self, prefix: Sequence[str] = ()) -> None:
+    def __init__(self, prefix: Sequence[str] = (), root: str = PROC_SYS) -> None:
         self.prefix = list(prefix)
+        self.root = root
+
+    def read(self, key: str) -> str | None:
+        """The current value (blocking: run it in a thread), or None if unreadable."""
+        if self.prefix:
+            proc = subprocess.run([*self.prefix, "sysctl", "-n", key], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True)
+            return proc.stdout.strip() if proc.returncode == 0 else None
+        try:
+            with open(os.path.join(self.root, *key.split("/"))) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def writable(self) -> str | None:
+        """Why pynet cannot change net.* settings here, or None if it can."""
+        if self.prefix:
+            return None
+        path = os.path.join(self.root, "net", "ipv4", "ip_forward")
+        if not os.path.exists(path):
+            return f"{path} does not exist"
+        if not os.access(path, os.W_OK):
+            return f"{os.path.dirname(os.path.dirname(os.path.dirname(path)))} is read-only here"
+        return None
 
     async def ensure(self, key: str, value: str) -> str | None:
         """Set `key` to `value`; the problem as text, or None."""
         if not self.prefix:
-            return await asyncio.to_thread(_write, key, value)
+            return await asyncio.to_thread(_write, self.root, key, value)
         proc = await asyncio.create_subprocess_exec(
             *self.prefix, "sysctl", "-q", "-w", f"{key}={value}", stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)

@@ -21,7 +21,6 @@ import ipaddress
 import json
 import logging
 import os
-import re
 import secrets
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from typing import Optional
 import pytest
 from pyroute2 import AsyncIPRoute
 
-from driver import cli, naming, store as driver_store, wire
+from driver import naming, store as driver_store, wire
 from driver.db import Database
 from driver.firewall import Firewall
 from driver.kernel import links
@@ -455,7 +454,7 @@ async def test_endpoint_of_a_running_container_is_rebuilt(ns, pynet, sandboxes, 
     eth0 = next(i for i in inner if i["ifname"] == "eth0")
     assert eth0["address"] == naming.endpoint_mac(live.eid)
     assert f"{live.ip}" in {a["local"] for a in eth0["addr_info"]}
-    assert f"rebuilt its veth into the container as eth0" in caplog.text
+    assert "rebuilt its veth into the container as eth0" in caplog.text
     pool = p.ipam.pools[net.pool_id].allocator
     assert pool.is_used(live.ip)
     assert pool.is_used(dead.ip), "an address younger than min_age was released"
@@ -801,3 +800,71 @@ async def test_the_pass_before_serving_puts_networks_back_and_leaves_endpoints_f
     assert done["bridges recreated"] == 1 and "stale endpoints reclaimed" not in done
     assert net.bridge in ns.links() and dead.eid in p.driver.endpoints
     assert (await p.reconciler.run())["stale endpoints reclaimed"] == 1
+
+
+# --- inside a managed plugin -----------------------------------------------------------------
+
+
+async def test_in_a_plugin_sandboxes_are_found_where_the_netns_directory_is_mounted(ns, pynet, sandboxes):
+    """Docker names /var/run/docker/netns/<id> (or its own --exec-root); the plugin sees that
+    directory mounted at PYNET_NETNS_MOUNT: the namespace is found there by its name."""
+    p = await pynet()
+    p.driver.netns_dirs = ("/srv/docker-exec/netns",)
+    p.driver.netns_mount = sandboxes.dir
+    await p.reconciler.run()
+    net = await create_network(p)
+    local = sandboxes.create()
+    named = "/srv/docker-exec/netns/" + os.path.basename(local)
+    ep = await create_endpoint(p, ns, net, named, move=False)
+    ns.ip("link", "set", ep.peer, "netns", local)
+    assert await p.reconciler.inspect() == []
+    ns.ip("link", "del", ep.host)
+    assert await p.reconciler.run() == Counter({REBUILT: 1})
+    assert [i["ifname"] for i in json.loads(run("nsenter", f"--net={local}", "ip", "-j", "link").stdout)
+            if i["ifname"] != "lo"] == ["eth0"]
+    sandboxes.kill(local)
+    wait_gone(ns, ep.host)
+    assert await p.reconciler.run() == Counter({"stale endpoints reclaimed": 1})
+
+
+async def test_namespaces_pynet_cannot_see_are_reported_not_guessed(ns, pynet, sandboxes):
+    """A plugin without the netns mount (or one that misses new mounts) would take every
+    container whose veth goes for a stopped one: the doctor says so."""
+    p = await pynet()
+    p.driver.netns_mount = str(sandboxes.dir) + "-not-mounted"
+    await p.reconciler.run()
+    net = await create_network(p)
+    await create_endpoint(p, ns, net, sandboxes.create())
+    findings = await p.reconciler.inspect()
+    assert [(f.action, f.subject) for f in findings] == [("host problems", "host")]
+    assert "no namespace of the 1 running container(s) is visible" in findings[0].problem
+    assert "-not-mounted/" in findings[0].problem
+    assert await p.reconciler.run() == Counter(), "nothing to repair: it is the host's to fix"
+
+
+async def test_read_only_kernel_settings_are_reported_with_the_way_out(ns, pynet, tmp_path):
+    """As in a managed plugin without its /proc/sys/net mount: a setting that is wrong and
+    cannot be changed is a finding that says what to do; one that can be is put right."""
+    root = tmp_path / "sys"
+    (root / "net" / "ipv4").mkdir(parents=True)
+    (root / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    p = await pynet()
+    p.driver.sysctl = Sysctl(root=str(root))
+    net = await create_network(p)  # sets ip_forward (writable then); route_localnet has no file
+    (root / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    run("mount", "--bind", str(root), str(root))
+    try:
+        run("mount", "-o", "remount,bind,ro", str(root))
+        findings = await p.reconciler.inspect()
+        (f,) = [f for f in findings if f.action == "settings restored"]
+        assert f.subject == f"network {naming.short(net.nid)}"
+        assert f.problem.startswith("net.ipv4.ip_forward, net.ipv4.conf.") and f.problem.endswith(" not 1")
+        assert "is read-only here" in f.fix and "sysctl -w net.ipv4.ip_forward=1" in f.fix
+        assert "settings restored" not in await p.reconciler.run()
+    finally:
+        run("umount", str(root))
+    (root / "net" / "ipv4" / "conf" / net.bridge).mkdir(parents=True)
+    (root / "net" / "ipv4" / "conf" / net.bridge / "route_localnet").write_text("0\n")
+    assert (await p.reconciler.run())["settings restored"] == 1
+    assert (root / "net" / "ipv4" / "ip_forward").read_text() == "1"
+    assert [f.action for f in await p.reconciler.inspect()] == []

@@ -231,12 +231,23 @@ class FakeFirewall:
 class FakeSysctl:
     def __init__(self) -> None:
         self.keys: list[tuple[str, str]] = []
+        self.values: dict[str, str] = {}
+        self.read_only = ""  # why settings cannot be changed, as Sysctl.writable says
 
-    async def ensure(self, key: str, value: str) -> None:
+    async def ensure(self, key: str, value: str) -> str | None:
         if ".." in key.split("/") or any(c.isspace() for c in key):
             raise AssertionError(f"sysctl key {key!r}")
         self.keys.append((key, value))
+        if self.read_only:
+            return f"cannot set {key.replace('/', '.')} to {value}: Read-only file system"
+        self.values[key] = value
         return None
+
+    def read(self, key: str) -> str | None:
+        return self.values.get(key, "0")
+
+    def writable(self) -> str | None:
+        return self.read_only or None
 
 
 class FakeSocket:
