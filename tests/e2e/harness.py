@@ -41,8 +41,11 @@ class CommandFailed(AssertionError):
 
 
 class DockerHost:
-    def __init__(self, name: str, workdir: Path) -> None:
+    """`legacy_pynet=False`: no pynet of the harness's own, for a managed plugin."""
+
+    def __init__(self, name: str, workdir: Path, legacy_pynet: bool = True) -> None:
         self.name = name
+        self.legacy_pynet = legacy_pynet
         self.ns = NS_PREFIX + name
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
@@ -64,7 +67,8 @@ class DockerHost:
         run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
         self._start_mount_namespace()
         self.start_containerd()
-        self.start_pynet()
+        if self.legacy_pynet:
+            self.start_pynet()
         self.start_dockerd()
 
     def start_containerd(self) -> None:
@@ -89,7 +93,8 @@ class DockerHost:
     def _start_mount_namespace(self) -> None:
         self.holder = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "-m", "--propagation", "private",
-             sys.executable, str(Path(__file__).with_name("mount_namespace.py")), str(self.pynet_socket), PLUGIN],
+             sys.executable, str(Path(__file__).with_name("mount_namespace.py")), str(self.pynet_socket),
+             PLUGIN if self.legacy_pynet else ""],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         line = self.holder.stdout.readline()
         if line.strip() != "ready":

@@ -1,0 +1,298 @@
+"""pynet as a managed Docker plugin: built offline, created, enabled, and run
+through its lifecycle on a private dockerd of its own (host "p1", no legacy
+pynet there).
+
+The plugin is the one the README's command builds (scripts/build-plugin
+--offline: `docker build --network none` on a debootstrapped base, whose
+tarball stays cached in /var/cache/pynet-build between runs). Its settings
+point at this test host: state in the work directory, Docker's exec root
+the host's own; nothing else differs from what an operator gets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REQUIRED
+from .harness import IMAGE, DockerHost, build_image_tar, remove_stale_host
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = "pynet:latest"
+
+
+class PluginHost:
+    def __init__(self, host: DockerHost) -> None:
+        self.host = host
+        self.state = host.workdir / "plugin-state"
+        host.state_dir = self.state  # the host's helpers read the plugin's state database
+        self.build_log: list[str] = []
+
+    def build(self, *extra: str) -> float:
+        started = time.monotonic()
+        env = {**os.environ, "DOCKER_HOST": f"unix://{self.host.socket}"}
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "build-plugin"), "--offline", *extra],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"build-plugin failed:\n{proc.stdout}\n{proc.stderr}"
+        self.build_log = [line for line in proc.stdout.splitlines() if line.startswith("build-plugin:")]
+        return time.monotonic() - started
+
+    def configure(self, **env: str) -> None:
+        """Point the (disabled) plugin at this test host, as an operator would with `plugin set`."""
+        self.state.mkdir(exist_ok=True)
+        settings = {"PYNET_NETNS_DIRS": str(self.host.exec_root / "netns"), "PYNET_RECONCILE_INTERVAL": "2",
+                    "PYNET_STALE_AFTER": "3", **env}
+        self.host.docker("plugin", "set", PLUGIN, f"state.source={self.state}",
+                         f"exec-root.source={self.host.exec_root}", *(f"{k}={v}" for k, v in settings.items()))
+
+    def enable(self) -> None:
+        self.host.docker("plugin", "enable", PLUGIN)
+        self.wait_ready()
+
+    def disable(self) -> None:
+        self.host.docker("plugin", "disable", "--force", PLUGIN)
+
+    def inspect(self) -> dict:
+        return json.loads(self.host.docker("plugin", "inspect", PLUGIN))[0]
+
+    def socket(self) -> Path:
+        """The plugin's socket as seen from outside the host's mount namespace: through
+        a link, as that path is longer than a socket address may be (108 bytes)."""
+        link = self.host.workdir / "plugin.sock"
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"/proc/{self.host.holder.pid}/root/run/docker/plugins/{self.inspect()['Id']}/pynet.sock")
+        return link
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            self.host.pynet_socket = self.socket()
+            if self.host.pynet_socket.exists() and self.host.pynet_call("Plugin.Activate") is not None:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the plugin's socket did not answer within 30 s")
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """`pynet ...` on the test host, finding the plugin's socket by itself."""
+        proc = subprocess.run([*self.host.enter(), sys.executable, "-m", "driver", *args], cwd=ROOT,
+                              env={**os.environ, "DOCKER_HOST": f"unix://{self.host.socket}"},
+                              capture_output=True, text=True, timeout=60)
+        if check:
+            assert proc.returncode == 0, f"pynet {' '.join(args)}: {proc.stdout}{proc.stderr}"
+        return proc
+
+
+@pytest.fixture(scope="module")
+def plugin():
+    if shutil.which("debootstrap") is None:
+        if REQUIRED:
+            pytest.fail("the plugin tests need debootstrap (PYNET_E2E=required)")
+        pytest.skip("the plugin tests need debootstrap")
+    remove_stale_host("p1")
+    workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-plugin-"))
+    h = DockerHost("p1", workdir, legacy_pynet=False)
+    try:
+        h.start()
+        h.docker("import", str(build_image_tar(workdir)), IMAGE)
+        p = PluginHost(h)
+        took = p.build()
+        print(f"\nplugin built in {took:.0f} s: " + "; ".join(p.build_log))
+        p.configure()
+        p.enable()
+        yield p
+    finally:
+        if h.dockerd is not None and h.dockerd.poll() is None:
+            h.docker_proc("rm", "-f", *h.container_ids())
+            for net in h.docker_proc("network", "ls", "-q", "--filter", "driver=" + PLUGIN).stdout.split():
+                h.docker_proc("network", "rm", net)
+            h.docker_proc("plugin", "disable", "--force", PLUGIN)  # pynet stops before dockerd
+        h.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Names:
+    def __init__(self, host: DockerHost) -> None:
+        self.host = host
+        self.n = 0
+        self.containers: list[str] = []
+        self.networks: list[str] = []
+
+    def network(self, *args: str) -> str:
+        self.n += 1
+        name = f"pnet{self.n}"
+        self.host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, *args, name)
+        self.networks.append(name)
+        return name
+
+    def run(self, network: str, *args: str) -> str:
+        self.n += 1
+        name = f"pc{self.n}"
+        self.host.docker("run", "-d", "--name", name, "--network", network, *args, IMAGE, "sleep", "1000")
+        self.containers.append(name)
+        return name
+
+    def ping(self, source: str, target: str) -> None:
+        ip = self.host.container_ip(target, self.host.inspect(target)["HostConfig"]["NetworkMode"])
+        self.host.docker("exec", source, "ping", "-c", "1", "-W", "3", ip)
+
+    def cleanup(self) -> None:
+        if self.containers:
+            self.host.docker_proc("rm", "-f", *self.containers)
+        for net in self.networks:
+            self.host.docker_proc("network", "rm", net)
+
+
+@pytest.fixture
+def names(plugin):
+    n = Names(plugin.host)
+    yield n
+    n.cleanup()
+
+
+def assert_nothing_left(host: DockerHost, network_ids: list[str], subnet_prefix: str) -> None:
+    assert host.pynet_links() == []
+    assert subnet_prefix not in json.dumps(host.ip_json("addr"))
+    rules = host.firewall_rules()
+    for nid in network_ids:
+        assert f"pynet:{nid[:12]}" not in rules
+    for table in ("networks", "endpoints", "ipam_pools", "ipam_addresses"):
+        assert host.state_rows(table) == 0, table
+
+
+def test_the_plugin_is_built_offline_with_only_what_it_needs(plugin):
+    info = plugin.inspect()
+    config = info["Config"]
+    assert info["Enabled"]
+    assert sorted(config["Interface"]["Types"]) == ["docker.ipamdriver/1.0", "docker.networkdriver/1.0"]
+    assert config["Interface"]["Socket"] == "pynet.sock" and config["Network"]["Type"] == "host"
+    assert config["Linux"]["Capabilities"] == ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+    rootfs = ROOT / "build" / "plugin" / "rootfs"
+    size = sum(f.lstat().st_size for f in rootfs.rglob("*") if not f.is_dir())
+    print(f"\nplugin rootfs: {size / 2**20:.1f} MiB")
+    assert size < 100 * 2**20
+    for absent in ("bin/sh", "usr/bin/apt-get", "usr/bin/dpkg", "usr/share/doc", "wheels",
+                   "opt/pynet/bin/pip", "usr/bin/perl"):
+        assert not (rootfs / absent).exists(), absent
+    assert not list(rootfs.glob("opt/pynet/lib/python3*/site-packages/pip"))
+    assert (rootfs / "opt/pynet/bin/pynet").exists() and (rootfs / "usr/sbin/xtables-nft-multi").exists()
+    assert any("plugin pynet:latest created" in line for line in plugin.build_log), plugin.build_log
+
+
+def test_core_scenario_through_pynet_latest(plugin, names):
+    host = plugin.host
+    net = names.network("--subnet", "10.241.0.0/24", "--gateway", "10.241.0.1")
+    a = names.run(net)
+    b = names.run(net, "--ip", "10.241.0.50")
+    assert host.container_ip(b, net) == "10.241.0.50"
+    names.ping(a, b)
+    names.ping(b, a)
+    taken = host.docker_fails("run", "--rm", "--network", net, "--ip", "10.241.0.50", IMAGE, "true")
+    assert "10.241.0.50 is already in use" in taken
+    status = plugin.cli("status").stdout
+    assert "/run/docker/plugins/" in status and "networks 1, endpoints 2" in status
+    assert plugin.cli("doctor").stdout.startswith("pynet doctor: state, kernel, firewall and Docker agree")
+    nid = host.inspect(net)["Id"]
+    names.cleanup()
+    names.containers.clear(), names.networks.clear()
+    assert_nothing_left(host, [nid], "10.241.0.")
+
+
+def test_disable_and_enable_keep_every_container_working(plugin, names):
+    host = plugin.host
+    net = names.network("--subnet", "10.242.0.0/24")
+    a, b = names.run(net), names.run(net, "-p", "8080:80")
+    assert "is in use" in host.docker_fails("plugin", "disable", PLUGIN)
+    plugin.disable()
+    names.ping(a, b)  # the kernel's work outlives the plugin
+    assert "pynet.sock" in host.docker_fails("run", "--rm", "--network", net, IMAGE, "true")
+    plugin.enable()
+    names.ping(a, b)
+    c = names.run(net)
+    names.ping(c, a)
+    addresses = [host.container_ip(x, net) for x in (a, b, c)]
+    assert len(set(addresses)) == 3
+    assert "8080" in plugin.cli("ports").stdout
+    assert plugin.cli("doctor").returncode == 0
+
+
+def test_kernel_settings_are_made_through_the_plugins_mount(plugin, names):
+    """/proc/sys is read-only in a plugin: pynet writes the host's through /host/proc/sys."""
+    host = plugin.host
+    net = names.network("--subnet", "10.243.0.0/24")
+    names.run(net)
+    host.netns_exec("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+    sick = plugin.cli("doctor", check=False)  # unless the periodic reconciliation was quicker
+    assert sick.returncode == 0 or "net.ipv4.ip_forward not 1" in sick.stdout, sick.stdout
+    plugin.cli("doctor", "--repair")
+    assert host.netns_exec("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+    assert plugin.cli("doctor").returncode == 0
+
+
+def test_plugin_set_takes_effect(plugin, names):
+    host = plugin.host
+    plugin.disable()
+    plugin.configure(PYNET_DEFAULT_POOLS="10.244.0.0/16/26")
+    plugin.enable()
+    try:
+        net = names.network()
+        (config,) = host.inspect(net)["IPAM"]["Config"]
+        assert re.fullmatch(r"10\.244\.\d+\.\d+/26", config["Subnet"]), config
+        assert "default_pools=10.244.0.0/16/26" in plugin.cli("status").stdout
+    finally:
+        names.cleanup()
+        names.networks.clear(), names.containers.clear()
+        plugin.disable()
+        plugin.configure(PYNET_DEFAULT_POOLS="10.200.0.0/13/24,fd70:796e:6574::/48/64")
+        plugin.enable()
+
+
+def test_dockerd_restart_with_the_plugin_enabled(plugin, names):
+    host = plugin.host
+    net = names.network("--subnet", "10.245.0.0/24")
+    a = names.run(net, "--restart", "always")
+    b = names.run(net, "--restart", "always", "--ip", "10.245.0.77")
+    host.restart_dockerd()
+    plugin.wait_ready()
+    assert plugin.inspect()["Enabled"]
+    deadline = time.monotonic() + 60
+    while not all(host.inspect(x)["State"]["Running"] for x in (a, b)):
+        assert time.monotonic() < deadline, "containers did not come back"
+        time.sleep(0.5)
+    assert host.container_ip(b, net) == "10.245.0.77"
+    names.ping(a, b)
+    names.ping(names.run(net), a)
+    time.sleep(4)  # past PYNET_STALE_AFTER: what reconciliation reclaims, it has reclaimed
+    assert plugin.cli("doctor").returncode == 0
+
+
+def test_upgrade_replaces_the_plugin_and_keeps_state(plugin, names):
+    host = plugin.host
+    net = names.network("--subnet", "10.246.0.0/24")
+    a, b = names.run(net), names.run(net, "--ip", "10.246.0.9")
+    old_id = plugin.inspect()["Id"]
+    took = plugin.build("--replace")  # disables and removes pynet:latest, creates the new build
+    print(f"\nplugin rebuilt (cached) in {took:.0f} s")
+    assert plugin.inspect()["Id"] != old_id and not plugin.inspect()["Enabled"]
+    plugin.configure()  # a new plugin starts from plugin.json's settings
+    plugin.enable()
+    names.ping(a, b)
+    c = names.run(net)
+    assert host.container_ip(c, net) not in (host.container_ip(a, net), "10.246.0.9")
+    names.ping(c, b)
+    state = json.loads(plugin.cli("endpoints", "--json").stdout)
+    assert len(state) == 3
+    nid = host.inspect(net)["Id"]
+    names.cleanup()
+    names.containers.clear(), names.networks.clear()
+    assert_nothing_left(host, [nid], "10.246.0.")
