@@ -68,6 +68,10 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     await ipam.load()
     await firewall.probe(need_ipv6=any(n.ipv6 for n in driver.networks.values()))
     reconciler = Reconciler(driver, ipam.unheld, ipam.release_in, min_age=config.stale_after)
+    reconciler.fresh_state = db.created
+    if db.created:
+        log.warning("pynet: new state database %s: links and rules pynet made that it does not explain"
+                    " are kept and reported, not deleted, until pynet restarts on this state", config.database)
     metrics = Metrics(lambda: state_counts(driver, ipam))
     debug = DebugApi(config, driver, ipam, reconciler, metrics, started=time.monotonic())
     firewall.on_restored = metrics.firewall_restored.inc
@@ -108,8 +112,27 @@ def lock_state_dir(state_dir: str) -> int:
     return fd
 
 
+_claims: list[socket.socket] = []  # held for the life of the process
+
+
+def claim_network_namespace(name: str = "pynet") -> None:
+    """One pynet per network namespace, whatever its state directory: two would
+    take each other's bridges, veths and rules for leftovers. An abstract socket
+    name belongs to the network namespace (a plugin and the service share it)
+    and goes with the process."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        claim.bind("\0" + name)
+    except OSError:
+        claim.close()
+        raise SystemExit("pynet: another pynet is running on this host (network namespace): a second"
+                         " one would delete its networks as leftovers; stop that one first") from None
+    _claims.append(claim)
+
+
 async def serve(config: Config) -> None:
     lock_state_dir(config.state_dir)
+    claim_network_namespace()
     plugin = await build(config)
     if os.path.exists(config.socket):
         if not stat.S_ISSOCK(os.stat(config.socket).st_mode):

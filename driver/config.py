@@ -6,6 +6,7 @@ Environment variables are how a managed plugin is tuned (`docker plugin set`).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 
@@ -52,11 +53,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--netns-dirs", default=env("PYNET_NETNS_DIRS", ",".join(DEFAULT_NETNS_DIRS)),
                         help="comma-separated directories where Docker keeps container network"
                              " namespaces (PYNET_NETNS_DIRS; default %(default)s)")
-    parser.add_argument("--netns-mount", default=env("PYNET_NETNS_MOUNT", ""),
+    parser.add_argument("--netns-mount", default=env("PYNET_NETNS_MOUNT", ""), type=_optional_directory,
                         help="where pynet itself sees that directory, when not at the path Docker"
                              " gives (a managed plugin mounts it at /run/pynet/netns; PYNET_NETNS_MOUNT;"
                              " default: the path Docker gives)")
-    parser.add_argument("--sysctl-root", default=env("PYNET_SYSCTL_ROOT", "/proc/sys"),
+    parser.add_argument("--sysctl-root", default=env("PYNET_SYSCTL_ROOT", "/proc/sys"), type=_directory,
                         help="where pynet writes net.* kernel settings (a managed plugin's /proc/sys is"
                              " read-only: it mounts the host's /proc/sys/net under /host/proc/sys;"
                              " PYNET_SYSCTL_ROOT; default %(default)s)")
@@ -87,9 +88,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _interval(text: str) -> float:
     value = float(text)
-    if value < 0:
+    if not math.isfinite(value) or value < 0:  # nan would make every age look old enough
         raise argparse.ArgumentTypeError("must be 0 (off) or more seconds")
     return value
+
+
+def _directory(text: str) -> str:
+    if not text.startswith("/") or "\0" in text or os.path.normpath(text) != text.rstrip("/"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an absolute, normalised path")
+    return os.path.normpath(text)
+
+
+def _optional_directory(text: str) -> str:
+    return _directory(text) if text else ""
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -21,6 +21,7 @@ class Database:
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
+        self.created = False  # whether open() made a new database file
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pynet-db")
 
     async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
@@ -30,6 +31,7 @@ class Database:
     def _open_sync(self, schemas: list) -> None:
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        self.created = not os.path.exists(self.path)
         old = os.umask(0o077)  # database, WAL and journal files: root only
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

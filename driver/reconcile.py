@@ -69,6 +69,17 @@ class Reconciler:
         self.totals: Counter = Counter()
         self.last: Counter = Counter()
         self.on_done: Optional[Callable[[Counter], None]] = None  # e.g. metrics
+        self.fresh_state = False  # the state database was created by this pynet (app.build says)
+
+    @property
+    def spare_leftovers(self) -> bool:
+        """Whether to keep pynet-made links and rules that the state does not explain.
+
+        A state that is new, or holds no network, explains nothing: more likely the
+        wrong state (a plugin upgraded without its state.source, a mistyped
+        PYNET_STATE_DIR, another pynet's) than a host full of leftovers. Deleting
+        then would cut running containers off, so they are only reported."""
+        return self.fresh_state or not self.driver.networks
 
     async def inspect(self) -> list[Finding]:
         """What is out of line, changing nothing."""
@@ -160,14 +171,14 @@ class Reconciler:
         wrong = await asyncio.to_thread(lambda: [k for k in d.wanted_sysctls(net) if d.sysctl.read(k) != "1"])
         if not wrong:
             return
-        names = ", ".join(k.replace("/", ".") for k in wrong)
+        names = ", ".join(_sysctl_name(k) for k in wrong)
         cannot = await asyncio.to_thread(d.sysctl.writable)
         await act(Finding("settings restored", subject, f"{names} not 1",
                           "its containers cannot reach outside, or ports published on 127.0.0.1 do not answer",
                           f"pynet cannot set them ({cannot}): on the host, run "
-                          + " ".join(f"`sysctl -w {k.replace('/', '.')}=1`" for k in wrong)
-                          + ", or set PYNET_SYSCTL_ROOT to a writable mount of /proc/sys" if cannot
-                          else "set them to 1"),
+                          + " ".join(f"`sysctl -w {_sysctl_name(k)}=1`" for k in wrong)
+                          + ", or give pynet a writable mount of /proc/sys/net (PYNET_SYSCTL_ROOT; the"
+                          " managed plugin has one)" if cannot else "set them to 1"),
                   None if cannot else fix)
 
     async def _endpoints(self, found, act, known: set[str]) -> None:
@@ -175,7 +186,7 @@ class Reconciler:
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
         alive = await asyncio.to_thread(lambda: {s: netns.is_alive(d.local_sandbox(s)) for s in sandboxes})
         now = time.time()
-        await self._sandboxes_visible(found, alive, act)
+        visible = await self._sandboxes_visible(found, alive, act)
         for ep in [e for e in d.endpoints.values() if e.endpoint_id in known]:
             net = d.networks.get(ep.network_id)
             subject = f"endpoint {naming.short(ep.endpoint_id)} (network {naming.short(ep.network_id)})"
@@ -199,27 +210,38 @@ class Reconciler:
                 continue
             if not ep.sandbox and now - ep.created < self.min_age:
                 continue  # being created right now
+            if ep.sandbox and not visible:
+                continue  # pynet cannot tell a stopped container from a running one: reported above
             why = "its container's network namespace is gone" if ep.sandbox else "its veth is gone"
             await act(Finding("stale endpoints reclaimed", subject, why,
                               "Docker tore it down while pynet could not hear it",
                               "forget the endpoint and free its addresses and ports"),
                       lambda ep=ep, why=why: d.reclaim_endpoint(ep, why, only_if_veth_gone=True))
 
-    async def _sandboxes_visible(self, found, alive: dict[str, bool], act) -> None:
-        """A joined endpoint whose host veth is there has a running container, so its
-        namespace must be visible: if none is, pynet is looking in the wrong place
-        (a plugin without the netns mount, or one that does not receive new mounts)."""
+    async def _sandboxes_visible(self, found, alive: dict[str, bool], act) -> bool:
+        """Whether pynet sees containers' namespaces where it looks.
+
+        An endpoint whose host veth is here but whose container end is not has had
+        that end moved into its container: the container runs, so its namespace
+        must be visible. If none is, pynet looks in the wrong place (a plugin
+        without the exec-root mount, or one that misses new mounts)."""
         d = self.driver
-        running = [e.sandbox for e in d.endpoints.values() if e.sandbox and e.host_if in found]
-        if running and not any(alive.get(s) for s in running):
+        running = [e.sandbox for e in d.endpoints.values()
+                   if e.sandbox in alive and e.host_if in found and e.peer_if not in found]
+        if running and not any(alive[s] for s in running):
+            log.warning("reconcile: no namespace of %d running container(s) is visible (looked for %s):"
+                        " endpoints whose veth is gone are kept until it is", len(running),
+                        d.local_sandbox(running[0]))
             where = d.local_sandbox(running[0])
             await act(Finding("host problems", "host",
                               f"no namespace of the {len(running)} running container(s) is visible"
                               f" (looked for {where})",
-                              "a container that loses its veth is taken for a stopped one: its endpoint"
-                              " is reclaimed instead of rebuilt",
+                              "pynet cannot tell a stopped container from a running one: it neither"
+                              " rebuilds a lost veth nor reclaims a stopped container's endpoint",
                               "mount Docker's netns directory where pynet looks (PYNET_NETNS_DIRS,"
                               " PYNET_NETNS_MOUNT), with mounts propagating to it (rslave)"), None)
+            return False
+        return True
 
     async def _orphan_links(self, found, act) -> None:
         d = self.driver
@@ -241,10 +263,23 @@ class Reconciler:
                 continue
             if orphan:
                 kind = info["kind"] or "link"
+                if self.spare_leftovers:
+                    await act(self._unexplained(f"{kind} {name}"), None)
+                    continue
                 await act(Finding(f"orphan {kind}s deleted", f"{kind} {name}",
                                   "pynet made it, but no saved network or endpoint explains it",
                                   "a leftover of an interrupted call", "delete it"),
                           lambda name=name, alias=info["alias"]: links.delete_owned_link(d.ipr, name, alias))
+
+    def _unexplained(self, subject: str) -> Finding:
+        return Finding("leftovers kept", subject,
+                       "pynet made it, but this state database is new or holds no network: it explains"
+                       " nothing pynet made",
+                       "the state may be elsewhere (another state directory, or another pynet's): deleting"
+                       " it could cut running containers off",
+                       "check PYNET_STATE_DIR (a plugin's state.source); if it really is a leftover,"
+                       " delete it by hand (pynet deletes leftovers once its state holds a network and"
+                       " it restarted on that state)")
 
     async def _orphan_rules(self, act) -> None:
         """Rules in pynet's chains tagged with a network pynet does not know."""
@@ -262,6 +297,10 @@ class Reconciler:
                         if m and m.group(1) not in known:
                             stale.setdefault(m.group(1), []).append(
                                 Rule(family, table, chain, tuple(spec.split(" "))))
+            if stale and self.spare_leftovers:
+                for tag in stale:
+                    await act(self._unexplained(f"IPv{family} rules tagged pynet:{tag}"), None)
+                continue
             for tag, rules in stale.items():
                 async def remove(rules=rules) -> int:
                     await d.firewall.remove(rules)
@@ -317,3 +356,8 @@ class Reconciler:
 
 def _present(snap, rules: list[Rule], family: int) -> bool:
     return all(snap.count(r.table, r.chain, r.text) for r in rules if r.family == family)
+
+
+def _sysctl_name(key: str) -> str:
+    """sysctl's dotted name, or the slash form where a part (a bridge name) has a dot."""
+    return key if "." in key else key.replace("/", ".")

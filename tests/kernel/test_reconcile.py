@@ -830,16 +830,22 @@ async def test_in_a_plugin_sandboxes_are_found_where_the_netns_directory_is_moun
 async def test_namespaces_pynet_cannot_see_are_reported_not_guessed(ns, pynet, sandboxes):
     """A plugin without the netns mount (or one that misses new mounts) would take every
     container whose veth goes for a stopped one: the doctor says so."""
-    p = await pynet()
+    p = await pynet(min_age=0)
     p.driver.netns_mount = str(sandboxes.dir) + "-not-mounted"
     await p.reconciler.run()
     net = await create_network(p)
-    await create_endpoint(p, ns, net, sandboxes.create())
+    joined = await create_endpoint(p, ns, net, sandboxes.create(), move=False)
+    assert await p.reconciler.inspect() == [], "a container end still here: not started yet"
+    ns.ip("link", "set", joined.peer, "netns", joined.sandbox)
+    running = await create_endpoint(p, ns, net, sandboxes.create())
     findings = await p.reconciler.inspect()
     assert [(f.action, f.subject) for f in findings] == [("host problems", "host")]
-    assert "no namespace of the 1 running container(s) is visible" in findings[0].problem
+    assert "no namespace of the 2 running container(s) is visible" in findings[0].problem
     assert "-not-mounted/" in findings[0].problem
     assert await p.reconciler.run() == Counter(), "nothing to repair: it is the host's to fix"
+    ns.ip("link", "del", running.host)  # gone: stopped or not, pynet cannot tell, so it keeps it
+    assert await p.reconciler.run() == Counter()
+    assert running.eid in p.driver.endpoints
 
 
 async def test_read_only_kernel_settings_are_reported_with_the_way_out(ns, pynet, tmp_path):
@@ -868,3 +874,24 @@ async def test_read_only_kernel_settings_are_reported_with_the_way_out(ns, pynet
     assert (await p.reconciler.run())["settings restored"] == 1
     assert (root / "net" / "ipv4" / "ip_forward").read_text() == "1"
     assert [f.action for f in await p.reconciler.inspect()] == []
+
+
+async def test_a_new_or_empty_state_keeps_what_it_cannot_explain(ns, pynet):
+    """An upgrade that forgot the plugin's state.source starts pynet on an empty state: the
+    host's pynet bridges and rules are then someone's networks, not leftovers."""
+    p = await pynet()
+    net = await create_network(p)
+    await p.close()
+    other = await pynet()              # the same host, but a state that knows nothing
+    other.driver.networks.clear()
+    other.driver.endpoints.clear()
+    findings = await other.reconciler.inspect()
+    kept = sorted(f.subject for f in findings if f.action == "leftovers kept")
+    assert f"bridge {net.bridge}" in kept and any(s.endswith(f"pynet:{net.tag[6:]}") for s in kept), kept
+    assert "orphan" not in " ".join(await other.reconciler.run())
+    assert ns.link(net.bridge) is not None and tagged(ns, net.tag)
+    # A fresh database file is spared too, even once it holds a network of its own.
+    other.reconciler.fresh_state = True
+    await create_network(other, "10.78.0.0/24")
+    assert "orphan" not in " ".join(await other.reconciler.run())
+    assert ns.link(net.bridge) is not None
