@@ -25,7 +25,7 @@ RUN set -e; \
     tools=; for t in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore \
         iptables-nft iptables-nft-save iptables-nft-restore ip6tables-nft ip6tables-nft-save ip6tables-nft-restore \
         iptables-legacy iptables-legacy-save iptables-legacy-restore ip6tables-legacy ip6tables-legacy-save \
-        ip6tables-legacy-restore; do tools="$tools $(command -v $t)"; done; \
+        ip6tables-legacy-restore; do p=$(command -v "$t") && tools="$tools $p" || true; done; \
     extra=; for p in /sbin/ldconfig /usr/lib/*/xtables /usr/lib/xtables /etc/ld.so.cache /etc/protocols /etc/services \
         $(ldconfig -p | awk '/libgcc_s\.so\.1 /{print $NF; exit}'); do [ -e "$p" ] && extra="$extra $p"; done; \
     python3 /collect_rootfs.py /rootfs /opt/pynet "$(readlink -f /opt/pynet/bin/python)" "$stdlib" $tools $extra \
@@ -38,8 +38,11 @@ RUN set -e; \
 FROM scratch
 COPY --from=build /rootfs/ /
 ENV PATH=/opt/pynet/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-# Checked while it is cheap: every module pynet imports loads, and the tools run.
+# Checked while it is cheap: every module pynet imports loads, and the iptables tools run.
 RUN ["/opt/pynet/bin/python", "-c", "import driver.app, driver.cli, ipam.service, ctypes.util, sqlite3, ssl; assert ctypes.util.find_library('c')"]
 RUN ["/opt/pynet/bin/pynet", "--version"]
 RUN ["iptables-save", "--version"]
+RUN ["ip6tables-restore", "--version"]
+RUN ["iptables-nft-save", "--version"]
+RUN ["iptables-legacy-save", "--version"]
 ENTRYPOINT ["/opt/pynet/bin/pynet", "serve"]

@@ -79,6 +79,8 @@ class Collector:
             for elf in pending:
                 done.add(elf)
                 proc = subprocess.run(["ldd", elf], capture_output=True, text=True)
+                if "not found" in proc.stdout:
+                    raise SystemExit(f"collect_rootfs: {elf} needs a library that is not here:\n{proc.stdout}")
                 for line in proc.stdout.splitlines():
                     words = line.split()
                     lib = words[2] if "=>" in words and len(words) > 2 else words[0] if words else ""
