@@ -220,6 +220,7 @@ class DockerHost:
             self.holder.wait()
         remove_namespace(self.ns)
         remove_cgroups(self.ns)
+        remove_plugin_processes(self.workdir)
         if self._pynet_log:
             self._pynet_log.close()
 
@@ -402,6 +403,40 @@ def remove_cgroups(name: str) -> None:
             root.rmdir()
         except OSError:
             pass
+
+
+def remove_plugin_processes(workdir: Path) -> None:
+    """Kill what a managed plugin of this host left running (its process lives in a
+    cgroup named after the plugin's ID, outside the host's cgroup parent), and the
+    containerd shims of the host's containerd, then remove those cgroups."""
+    ids = [p.name for p in (workdir / "data" / "plugins").glob("*") if len(p.name) == 64]
+    address = str(workdir / "containerd" / "containerd.sock")
+    for _ in range(5):
+        victims = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cgroups = (entry / "cgroup").read_text()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(i in cgroups for i in ids) or ("containerd-shim" in cmdline and address in cmdline):
+                victims.append(int(entry.name))
+        if not victims:
+            break
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.3)
+    for plugin_id in ids:
+        for d in Path("/sys/fs/cgroup").glob(f"**/{plugin_id}"):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def remove_stale_host(name: str) -> None:
