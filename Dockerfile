@@ -39,7 +39,8 @@ FROM scratch
 COPY --from=build /rootfs/ /
 ENV PATH=/opt/pynet/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # Checked while it is cheap: every module pynet imports loads, and the iptables tools run.
-RUN ["/opt/pynet/bin/python", "-c", "import driver.app, driver.cli, ipam.service, ctypes.util, sqlite3, ssl; assert ctypes.util.find_library('c')"]
+# pyroute2 enters namespaces with libc's setns, found as ctypes.util.find_library('c') finds it.
+RUN ["/opt/pynet/bin/python", "-c", "import driver.app, driver.cli, ipam.service, sqlite3, ssl, ctypes, ctypes.util; ctypes.CDLL(ctypes.util.find_library('c'), use_errno=True).setns"]
 RUN ["/opt/pynet/bin/pynet", "--version"]
 RUN ["iptables-save", "--version"]
 RUN ["ip6tables-restore", "--version"]
