@@ -16,6 +16,7 @@ would do: that is what `pynet doctor` shows.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import re
 import time
@@ -185,12 +186,27 @@ class Reconciler:
         d = self.driver
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
         alive = await asyncio.to_thread(lambda: {s: netns.is_alive(d.local_sandbox(s)) for s in sandboxes})
+        # A sandbox file that is no longer there: Docker destroyed that sandbox (a container
+        # starting has its file before its namespace is mounted on it).
+        gone = await asyncio.to_thread(lambda: {s for s in sandboxes if not os.path.lexists(d.local_sandbox(s))})
         now = time.time()
         visible = await self._sandboxes_visible(found, alive, act)
         for ep in [e for e in d.endpoints.values() if e.endpoint_id in known]:
             net = d.networks.get(ep.network_id)
             subject = f"endpoint {naming.short(ep.endpoint_id)} (network {naming.short(ep.network_id)})"
             link = found.get(ep.host_if)
+            if link is not None and ep.peer_if in found and ep.sandbox in gone and visible \
+                    and now - ep.created >= self.min_age:
+                # Docker destroyed the sandbox (libnetwork moves interfaces back to the host
+                # then) but its Leave and DeleteEndpoint never reached pynet.
+                await act(Finding("stale endpoints reclaimed", subject,
+                                  f"its container's namespace is gone and both ends of veth {ep.host_if}"
+                                  " are back on the host",
+                                  "its container stopped while pynet could not hear it (pynet down, or"
+                                  " the plugin disabled): an address and a veth held for nothing",
+                                  "forget the endpoint and free its addresses and ports"),
+                          lambda ep=ep: d.reclaim_endpoint(ep, "its container stopped while pynet was away"))
+                continue
             if link is not None:
                 bridge = found.get(net.bridge) if net else None
                 if bridge is not None and (link["master"] != bridge["index"] or not link["up"]):

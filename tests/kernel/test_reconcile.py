@@ -830,7 +830,7 @@ async def test_in_a_plugin_sandboxes_are_found_where_the_netns_directory_is_moun
 async def test_namespaces_pynet_cannot_see_are_reported_not_guessed(ns, pynet, sandboxes):
     """A plugin without the netns mount (or one that misses new mounts) would take every
     container whose veth goes for a stopped one: the doctor says so."""
-    p = await pynet(min_age=0)
+    p = await pynet(min_age=3600)
     p.driver.netns_mount = str(sandboxes.dir) + "-not-mounted"
     await p.reconciler.run()
     net = await create_network(p)
@@ -895,3 +895,29 @@ async def test_a_new_or_empty_state_keeps_what_it_cannot_explain(ns, pynet):
     await create_network(other, "10.78.0.0/24")
     assert "orphan" not in " ".join(await other.reconciler.run())
     assert ns.link(net.bridge) is not None
+
+
+async def test_a_container_stopped_while_pynet_was_away_gives_its_endpoint_back(ns, pynet, sandboxes):
+    """With pynet down (or the plugin disabled) Docker's Leave and DeleteEndpoint fail when a
+    container stops; libnetwork still moves the container end back to the host and the
+    namespace goes. Such an endpoint used to hold its address and veth for ever."""
+    p = await pynet(min_age=3600)
+    await p.reconciler.run()
+    net = await create_network(p)
+    stopped = await create_endpoint(p, ns, net, sandboxes.create())
+    run("nsenter", f"--net={stopped.sandbox}", "ip", "link", "set", stopped.peer, "netns", f"/run/netns/{ns.name}")
+    sandboxes.kill(stopped.sandbox)
+    # Joined, its namespace file made but not mounted yet: a container starting.
+    unmounted = os.path.join(sandboxes.dir, secrets.token_hex(6))
+    open(unmounted, "w").close()
+    starting = await create_endpoint(p, ns, net, unmounted, move=False)
+    assert ns.link(stopped.host) is not None and ns.link(stopped.peer) is not None
+    assert await p.reconciler.run() == Counter(), "younger than min_age"
+    p.reconciler.min_age = 0  # both old enough now: only the stopped one goes
+    done = await p.reconciler.run()
+    assert done["stale endpoints reclaimed"] == 1, done
+    assert ns.link(stopped.host) is None and ns.link(stopped.peer) is None
+    assert set(p.driver.endpoints) == {starting.eid} and await saved_endpoints(p) == {starting.eid}
+    pool = p.ipam.pools[net.pool_id].allocator
+    assert not pool.is_used(stopped.ip) and pool.is_used(starting.ip)
+    os.unlink(unmounted)
