@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
@@ -26,15 +27,23 @@ async def _checkpoint(db: Database) -> None:
     await db.read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
 
-async def _fill_and_release(tmp: Path, subnet: str) -> dict:
-    """Every address of `subnet`, one RequestAddress each (each one persisted, as
-    in pynet), then every one released."""
-    path = tmp / "fill.db"
+@contextlib.asynccontextmanager
+async def _pool(path: Path, subnet: str):
+    """A state database at `path`, an IpamService on it, and a pool of `subnet`."""
     db = Database(str(path))
     await db.open([store.SCHEMA])
     try:
         svc = IpamService(db, [])
-        pool_id = (await svc.request_pool(RequestPoolRequest(Pool=subnet))).PoolID
+        yield db, svc, (await svc.request_pool(RequestPoolRequest(Pool=subnet))).PoolID
+    finally:
+        await db.close()
+
+
+async def _fill_and_release(tmp: Path, subnet: str) -> dict:
+    """Every address of `subnet`, one RequestAddress each (each one persisted, as
+    in pynet), then every one released."""
+    path = tmp / "fill.db"
+    async with _pool(path, subnet) as (db, svc, pool_id):
         size = svc.pools[pool_id].allocator.size
         addrs = []
         t0 = time.perf_counter()
@@ -54,19 +63,13 @@ async def _fill_and_release(tmp: Path, subnet: str) -> dict:
             await svc.release_address(ReleaseAddressRequest(PoolID=pool_id, Address=a))
         release_s = time.perf_counter() - t0
         left = svc.pools[pool_id].allocator.used_total
-    finally:
-        await db.close()
     return {"subnet": subnet, "addresses": size, "alloc_s": alloc_s, "release_s": release_s,
             "exhausted_after": exhausted, "db_bytes_full": db_bytes, "left_after_release": left}
 
 
 async def _big_pool(tmp: Path, subnet: str, count: int) -> dict:
     path = tmp / "big.db"
-    db = Database(str(path))
-    await db.open([store.SCHEMA])
-    try:
-        svc = IpamService(db, [])
-        pool_id = (await svc.request_pool(RequestPoolRequest(Pool=subnet))).PoolID
+    async with _pool(path, subnet) as (db, svc, pool_id):
         await _checkpoint(db)
         empty_bytes = _db_bytes(path)
         t0 = time.perf_counter()
@@ -85,8 +88,6 @@ async def _big_pool(tmp: Path, subnet: str, count: int) -> dict:
         load_mem = tracemalloc.get_traced_memory()[0] - base
         tracemalloc.stop()
         loaded = again.pools[pool_id].allocator.used_total
-    finally:
-        await db.close()
 
     # The allocator alone: an empty /8, the same `count` automatic picks.
     tracemalloc.start()

@@ -40,6 +40,12 @@ class Report:
     def verdict(self, target: str, figure: str, ok) -> None:
         self.verdicts.append((target, figure, "not measured" if ok is None else ("met" if ok else "**not met**")))
 
+    def unmeasured(self, section: str, why: str, *targets: str) -> None:
+        """A section that could not be measured, and the targets it leaves open."""
+        self.row(section, "not measured", why or "n/a")
+        for target in targets:
+            self.verdict(target, "n/a", None)
+
     # --- figures -------------------------------------------------------------
 
     def build(self) -> None:
@@ -60,8 +66,7 @@ class Report:
     def _starts(self) -> None:
         s = self.e.get("starts")
         if not s:
-            self.row("1. container start", "not measured", self.errors.get("starts", "n/a"))
-            self.verdict("start-time ratio ≤ 1.05 (median)", "n/a", None)
+            self.unmeasured("1. container start", self.errors.get("starts"), "start-time ratio ≤ 1.05 (median)")
             return
         n = len(s["pynet"])
         med = {d: percentile(v, 50) * 1000 for d, v in s.items()}
@@ -77,8 +82,7 @@ class Report:
     def _burst(self) -> None:
         b = self.e.get("burst")
         if not b:
-            self.row("2. burst", "not measured", self.errors.get("burst", "n/a"))
-            self.verdict("burst ratio ≤ 1.10, no failures", "n/a", None)
+            self.unmeasured("2. burst", self.errors.get("burst"), "burst ratio ≤ 1.10, no failures")
             return
         n = self.meta["burst"]
         sec = f"2. burst ({n} × `docker run -d` at once, {len(b['pynet'])} round(s) each)"
@@ -102,7 +106,7 @@ class Report:
             lat = self.e.get(key)
             sec = f"3. plugin-side latency, from pynet's log, {label}"
             if lat is None:
-                self.row(sec, "not measured", "n/a")
+                self.unmeasured(sec, "")
                 results[key] = math.nan
                 continue
             for method in ("CreateEndpoint", "Join", "RequestAddress", "CreateEndpoint+Join"):
@@ -119,9 +123,8 @@ class Report:
         n = self.meta["scale"]
         sec = f"4. scale: {n} endpoints on one pynet network, through the plugin API"
         if not s or "per_endpoint_s" not in s:
-            self.row(sec, "not measured", self.errors.get("scale", "n/a"))
-            for t in ("RSS < 80 MB at 500 endpoints", "start-up with 500 endpoints < 2 s"):
-                self.verdict(t, "n/a", None)
+            self.unmeasured(sec, self.errors.get("scale"), "RSS < 80 MB at 500 endpoints",
+                            "start-up with 500 endpoints < 2 s")
             return
         per = [x * 1000 for x in s["per_endpoint_s"]]
         tenth = max(1, len(per) // 10)
@@ -151,9 +154,8 @@ class Report:
 
     def _ipam(self) -> None:
         if self.ipam is None:
-            self.row("5. IPAM", "not measured", self.ipam_error or "n/a")
-            self.verdict("a /16 allocated in < 2 s including persistence", "n/a", None)
-            self.verdict("a /8 pool costs kilobytes", "n/a", None)
+            self.unmeasured("5. IPAM", self.ipam_error, "a /16 allocated in < 2 s including persistence",
+                            "a /8 pool costs kilobytes")
             return
         f, b = self.ipam["fill"], self.ipam["big"]
         sec = "5. IPAM in process (IpamService + SQLite state, one RequestAddress each)"
@@ -183,8 +185,7 @@ class Report:
     def _throughput(self) -> None:
         t = self.e.get("throughput_gbps")
         if not t:
-            self.row("6. data plane", "not measured", self.errors.get("throughput", "n/a"))
-            self.verdict("throughput ≥ 0.95 of bridge", "n/a", None)
+            self.unmeasured("6. data plane", self.errors.get("throughput"), "throughput ≥ 0.95 of bridge")
             return
         sec = (f"6. data plane (iperf3 TCP between two containers, {len(t['pynet'])} run(s) of "
                f"{self.e.get('iperf_seconds')} s each, interleaved)")

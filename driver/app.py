@@ -58,7 +58,8 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     db = Database(config.database)
     await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
     ipr = ipr or AsyncIPRoute()
-    firewall = Firewall(iptables or Iptables(v4=IPTABLES[config.iptables][0], v6=IPTABLES[config.iptables][1]))
+    v4, v6 = IPTABLES[config.iptables]
+    firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
     driver = NetworkDriver(db, ipr, firewall, config.netns_dirs, Sysctl(root=config.sysctl_root),
                            netns_mount=config.netns_mount)
     ipam = IpamService(db, defaults, host_routes=lambda: links.host_routes(ipr),

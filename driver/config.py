@@ -55,7 +55,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              " namespaces (PYNET_NETNS_DIRS; default %(default)s)")
     parser.add_argument("--netns-mount", default=env("PYNET_NETNS_MOUNT", ""), type=_optional_directory,
                         help="where pynet itself sees that directory, when not at the path Docker"
-                             " gives (a managed plugin mounts it at /run/pynet/netns; PYNET_NETNS_MOUNT;"
+                             " gives (a managed plugin: /run/pynet/exec-root/netns; PYNET_NETNS_MOUNT;"
                              " default: the path Docker gives)")
     parser.add_argument("--sysctl-root", default=env("PYNET_SYSCTL_ROOT", "/proc/sys"), type=_directory,
                         help="where pynet writes net.* kernel settings (a managed plugin's /proc/sys is"
@@ -94,7 +94,7 @@ def _interval(text: str) -> float:
 
 
 def _directory(text: str) -> str:
-    if not text.startswith("/") or "\0" in text or os.path.normpath(text) != text.rstrip("/"):
+    if not text.startswith("/") or os.path.normpath(text) != text.rstrip("/"):
         raise argparse.ArgumentTypeError(f"{text!r} is not an absolute, normalised path")
     return os.path.normpath(text)
 

@@ -13,7 +13,7 @@ so none of these can shadow its API.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from aiohttp import web
 
@@ -78,11 +78,8 @@ class DebugApi:
 
     def settings(self) -> dict:
         """What an operator tunes (PYNET_*, `docker plugin set`), as this pynet runs with it."""
-        c = self.config
-        return {"log_level": c.log_level, "log_format": c.log_format, "default_pools": c.default_pools,
-                "iptables": c.iptables, "netns_dirs": list(c.netns_dirs), "netns_mount": c.netns_mount,
-                "sysctl_root": c.sysctl_root, "firewall_interval": c.firewall_interval,
-                "reconcile_interval": c.reconcile_interval, "stale_after": c.stale_after}
+        shown_apart = ("socket", "state_dir")
+        return {k: v for k, v in asdict(self.config).items() if k not in shown_apart}
 
     async def state(self, _: web.Request) -> web.Response:
         d = self.driver

@@ -203,8 +203,7 @@ class NetworkDriver:
             self.ipr, net.bridge, naming.network_alias(net.network_id), mtu=net.options.mtu,
             adopt_unmarked=adopt)
         try:
-            subnets = net.ipv6 if net.options.inhibit_ipv4 else net.subnets
-            await links.ensure_addresses(self.ipr, index, net.bridge, [s.gateway for s in subnets if s.gateway])
+            await links.ensure_addresses(self.ipr, index, net.bridge, net.bridge_gateways)
             await self._ensure_sysctls(net)
             if with_rules:
                 await self.firewall.ensure([self.network_rules(net)])

@@ -16,8 +16,8 @@ would do: that is what `pynet doctor` shows.
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
+import os
 import re
 import time
 from collections import Counter
@@ -29,6 +29,7 @@ from ipam.addr import IPAddress, IPNetwork
 from . import naming
 from .errors import DriverError
 from .kernel import links, netns
+from .kernel.sysctl import sysctl_name
 from .network import NetworkDriver
 from .periodic import every
 from .rules import CHAINS, Rule, plan_sync
@@ -156,8 +157,7 @@ class Reconciler:
                                   "recreate the bridge, its gateway addresses and settings"), fix)
                 continue
             have = addresses.get(bridge["index"], set())
-            subnets = net.ipv6 if net.options.inhibit_ipv4 else net.subnets
-            lost = [str(s.gateway) for s in subnets if s.gateway and str(s.gateway) not in have]
+            lost = [str(g) for g in net.bridge_gateways if str(g) not in have]
             if lost or not bridge["up"]:
                 problem = (f"bridge {net.bridge} is down" if not bridge["up"] else
                            f"bridge {net.bridge} lost its gateway address {', '.join(lost)}")
@@ -172,12 +172,12 @@ class Reconciler:
         wrong = await asyncio.to_thread(lambda: [k for k in d.wanted_sysctls(net) if d.sysctl.read(k) != "1"])
         if not wrong:
             return
-        names = ", ".join(_sysctl_name(k) for k in wrong)
+        names = ", ".join(sysctl_name(k) for k in wrong)
         cannot = await asyncio.to_thread(d.sysctl.writable)
         await act(Finding("settings restored", subject, f"{names} not 1",
                           "its containers cannot reach outside, or ports published on 127.0.0.1 do not answer",
                           f"pynet cannot set them ({cannot}): on the host, run "
-                          + " ".join(f"`sysctl -w {_sysctl_name(k)}=1`" for k in wrong)
+                          + " ".join(f"`sysctl -w {sysctl_name(k)}=1`" for k in wrong)
                           + ", or give pynet a writable mount of /proc/sys/net (PYNET_SYSCTL_ROOT; the"
                           " managed plugin has one)" if cannot else "set them to 1"),
                   None if cannot else fix)
@@ -185,10 +185,15 @@ class Reconciler:
     async def _endpoints(self, found, act, known: set[str]) -> None:
         d = self.driver
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
-        alive = await asyncio.to_thread(lambda: {s: netns.is_alive(d.local_sandbox(s)) for s in sandboxes})
-        # A sandbox file that is no longer there: Docker destroyed that sandbox (a container
-        # starting has its file before its namespace is mounted on it).
-        gone = await asyncio.to_thread(lambda: {s for s in sandboxes if not os.path.lexists(d.local_sandbox(s))})
+
+        def look() -> tuple[dict[str, bool], set[str]]:
+            # Gone: the sandbox file is no longer there, so Docker destroyed that sandbox
+            # (a container starting has its file before its namespace is mounted on it).
+            paths = {s: d.local_sandbox(s) for s in sandboxes}
+            return ({s: netns.is_alive(p) for s, p in paths.items()},
+                    {s for s, p in paths.items() if not os.path.lexists(p)})
+
+        alive, gone = await asyncio.to_thread(look)
         now = time.time()
         visible = await self._sandboxes_visible(found, alive, act)
         for ep in [e for e in d.endpoints.values() if e.endpoint_id in known]:
@@ -245,10 +250,9 @@ class Reconciler:
         running = [e.sandbox for e in d.endpoints.values()
                    if e.sandbox in alive and e.host_if in found and e.peer_if not in found]
         if running and not any(alive[s] for s in running):
-            log.warning("reconcile: no namespace of %d running container(s) is visible (looked for %s):"
-                        " endpoints whose veth is gone are kept until it is", len(running),
-                        d.local_sandbox(running[0]))
             where = d.local_sandbox(running[0])
+            log.warning("reconcile: no namespace of %d running container(s) is visible (looked for %s):"
+                        " endpoints whose veth is gone are kept until it is", len(running), where)
             await act(Finding("host problems", "host",
                               f"no namespace of the {len(running)} running container(s) is visible"
                               f" (looked for {where})",
@@ -372,8 +376,3 @@ class Reconciler:
 
 def _present(snap, rules: list[Rule], family: int) -> bool:
     return all(snap.count(r.table, r.chain, r.text) for r in rules if r.family == family)
-
-
-def _sysctl_name(key: str) -> str:
-    """sysctl's dotted name, or the slash form where a part (a bridge name) has a dot."""
-    return key if "." in key else key.replace("/", ".")

@@ -83,6 +83,12 @@ class Network:
         return self.ipv4 + self.ipv6
 
     @property
+    def bridge_gateways(self) -> list[IPInterface]:
+        """The gateway addresses the bridge carries (no IPv4 one with inhibit_ipv4)."""
+        subnets = self.ipv6 if self.options.inhibit_ipv4 else self.subnets
+        return [s.gateway for s in subnets if s.gateway]
+
+    @property
     def gateway4(self) -> Optional[IPInterface]:
         return next((s.gateway for s in self.ipv4 if s.gateway), None)
 

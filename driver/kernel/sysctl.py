@@ -19,8 +19,17 @@ from typing import Sequence
 PROC_SYS = "/proc/sys"
 
 
+def sysctl_name(key: str) -> str:
+    """The name sysctl(8) takes: dotted, or the slash form where a part (a bridge name) has a dot."""
+    return key if "." in key else key.replace("/", ".")
+
+
+def _path(root: str, key: str) -> str:
+    return os.path.join(root, *key.split("/"))
+
+
 def _write(root: str, key: str, value: str) -> str | None:
-    path = os.path.join(root, *key.split("/"))
+    path = _path(root, key)
     try:
         with open(path) as f:
             if f.read().strip() == value:
@@ -28,7 +37,7 @@ def _write(root: str, key: str, value: str) -> str | None:
         with open(path, "w") as f:
             f.write(value)
     except OSError as exc:
-        return f"cannot set {key.replace('/', '.')} to {value}: {exc.strerror}"
+        return f"cannot set {sysctl_name(key)} to {value}: {exc.strerror}"
     return None
 
 
@@ -47,7 +56,7 @@ class Sysctl:
                                   capture_output=True, text=True)
             return proc.stdout.strip() if proc.returncode == 0 else None
         try:
-            with open(os.path.join(self.root, *key.split("/"))) as f:
+            with open(_path(self.root, key)) as f:
                 return f.read().strip()
         except OSError:
             return None
@@ -56,11 +65,11 @@ class Sysctl:
         """Why pynet cannot change net.* settings here, or None if it can."""
         if self.prefix:
             return None
-        path = os.path.join(self.root, "net", "ipv4", "ip_forward")
+        path = _path(self.root, "net/ipv4/ip_forward")
         if not os.path.exists(path):
             return f"{path} does not exist"
         if not os.access(path, os.W_OK):
-            return f"{os.path.dirname(os.path.dirname(os.path.dirname(path)))} is read-only here"
+            return f"{self.root} is read-only here"
         return None
 
     async def ensure(self, key: str, value: str) -> str | None:
@@ -68,7 +77,7 @@ class Sysctl:
         if not self.prefix:
             return await asyncio.to_thread(_write, self.root, key, value)
         proc = await asyncio.create_subprocess_exec(
-            *self.prefix, "sysctl", "-q", "-w", f"{key}={value}", stdin=asyncio.subprocess.DEVNULL,
+            *self.prefix, "sysctl", "-q", "-w", f"{sysctl_name(key)}={value}", stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         _, err = await proc.communicate()
-        return f"cannot set {key} to {value}: {err.decode().strip()}" if proc.returncode else None
+        return f"cannot set {sysctl_name(key)} to {value}: {err.decode().strip()}" if proc.returncode else None

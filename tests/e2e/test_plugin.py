@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REQUIRED
+from .conftest import REQUIRED, Scenario
 from .harness import IMAGE, DockerHost, build_image_tar, remove_stale_host
 
 pytestmark = pytest.mark.e2e
@@ -148,36 +148,15 @@ def plugin():
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class Names:
-    def __init__(self, host: DockerHost) -> None:
-        self.host = host
-        self.n = 0
-        self.containers: list[str] = []
-        self.networks: list[str] = []
+class Names(Scenario):
+    """The e2e tier's Scenario, with pynet:latest for driver and IPAM."""
 
-    def network(self, *args: str) -> str:
-        self.n += 1
-        name = f"pnet{self.n}"
-        self.host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, *args, name)
-        self.networks.append(name)
-        return name
-
-    def run(self, network: str, *args: str) -> str:
-        self.n += 1
-        name = f"pc{self.n}"
-        self.host.docker("run", "-d", "--name", name, "--network", network, *args, IMAGE, "sleep", "1000")
-        self.containers.append(name)
-        return name
+    def network(self, *args: str, name: str | None = None, driver: str = PLUGIN, ipam: str | None = PLUGIN) -> str:
+        return super().network(*args, name=name, driver=driver, ipam=ipam)
 
     def ping(self, source: str, target: str) -> None:
         ip = self.host.container_ip(target, self.host.inspect(target)["HostConfig"]["NetworkMode"])
         self.host.docker("exec", source, "ping", "-c", "1", "-W", "3", ip)
-
-    def cleanup(self) -> None:
-        if self.containers:
-            self.host.docker_proc("rm", "-f", *self.containers)
-        for net in self.networks:
-            self.host.docker_proc("network", "rm", net)
 
 
 @pytest.fixture
