@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import re
+import time
 from collections import defaultdict
 from typing import Optional, Sequence
 
@@ -59,6 +60,10 @@ class NetworkDriver:
         # IDs whose kernel objects exist before their record does: reconciliation
         # must not take them for leftovers.
         self.in_flight: set[str] = set()
+        # When each endpoint last joined (in memory; since load for the saved ones):
+        # Docker moves the container end in moments after Join, never a minute later.
+        self.joined_at: dict[str, float] = {}
+        self.loaded_at = time.time()
         self._creating: dict[str, store.Network] = {}  # networks in flight, for bridge-name clashes
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -66,6 +71,7 @@ class NetworkDriver:
         networks, endpoints = await self.db.read(store.load)
         self.networks = {n.network_id: n for n in networks}
         self.endpoints = {e.endpoint_id: e for e in endpoints}
+        self.loaded_at = time.time()
         for ep in self.endpoints.values():
             for problem in self.publisher.hold(ep):
                 log.warning("published port not held again: %s", problem)
@@ -332,6 +338,7 @@ class NetworkDriver:
         check puts its rules back); returns the rules left to remove."""
         rules = self.binding_rules(ep)
         self.endpoints.pop(ep.endpoint_id, None)
+        self.joined_at.pop(ep.endpoint_id, None)
         return rules
 
     async def _delete_endpoint_kernel(self, ep: store.Endpoint, rules: list[Rule]) -> None:
@@ -391,6 +398,7 @@ class NetworkDriver:
         if ep.sandbox != sandbox:
             await self.db.write(lambda c: store.set_sandbox(c, ep.endpoint_id, sandbox))
             ep.sandbox = sandbox
+        self.joined_at[ep.endpoint_id] = time.time()
         name = InterfaceName(SrcName=ep.peer_if, DstPrefix="eth")
         if net.options.internal:
             # No way out, and Docker must not add one (docker_gwbridge) either.

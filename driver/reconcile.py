@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections import Counter
@@ -40,6 +39,9 @@ log = logging.getLogger("pynet.reconcile")
 # is a leftover of a crash between creating it and marking it.
 _DERIVED = re.compile(r"^(pn-|pnh|pnc)[0-9a-f]{12}$")
 _TAG = re.compile(r'--comment "pynet:([0-9a-f]{12})"')
+# Seconds after Join past which a container end still on the host is no container
+# starting (Docker moves it in within moments, however loaded the host).
+JOIN_GRACE = 60.0
 
 # Addresses of a subnet's pool nobody holds: (subnet, held, min_age) -> those addresses.
 AddressQuery = Callable[[IPNetwork, set[IPAddress], float], Awaitable[list[IPAddress]]]
@@ -185,25 +187,19 @@ class Reconciler:
     async def _endpoints(self, found, act, known: set[str]) -> None:
         d = self.driver
         sandboxes = {ep.sandbox for ep in d.endpoints.values() if ep.sandbox}
-
-        def look() -> tuple[dict[str, bool], set[str]]:
-            # Gone: the sandbox file is no longer there, so Docker destroyed that sandbox
-            # (a container starting has its file before its namespace is mounted on it).
-            paths = {s: d.local_sandbox(s) for s in sandboxes}
-            return ({s: netns.is_alive(p) for s, p in paths.items()},
-                    {s for s, p in paths.items() if not os.path.lexists(p)})
-
-        alive, gone = await asyncio.to_thread(look)
+        alive = await asyncio.to_thread(lambda: {s: netns.is_alive(d.local_sandbox(s)) for s in sandboxes})
         now = time.time()
         visible = await self._sandboxes_visible(found, alive, act)
         for ep in [e for e in d.endpoints.values() if e.endpoint_id in known]:
             net = d.networks.get(ep.network_id)
             subject = f"endpoint {naming.short(ep.endpoint_id)} (network {naming.short(ep.network_id)})"
             link = found.get(ep.host_if)
-            if link is not None and ep.peer_if in found and ep.sandbox in gone and visible \
-                    and now - ep.created >= self.min_age:
+            joined = d.joined_at.get(ep.endpoint_id, d.loaded_at)
+            if link is not None and ep.peer_if in found and alive.get(ep.sandbox) is False and visible \
+                    and now - joined >= max(self.min_age, JOIN_GRACE):
                 # Docker destroyed the sandbox (libnetwork moves interfaces back to the host
-                # then) but its Leave and DeleteEndpoint never reached pynet.
+                # then) but its Leave and DeleteEndpoint never reached pynet. A container
+                # starting looks the same until Docker moves its end in: moments after Join.
                 await act(Finding("stale endpoints reclaimed", subject,
                                   f"its container's namespace is gone and both ends of veth {ep.host_if}"
                                   " are back on the host",

@@ -907,10 +907,10 @@ async def test_a_container_stopped_while_pynet_was_away_gives_its_endpoint_back(
     stopped = await create_endpoint(p, ns, net, sandboxes.create())
     run("nsenter", f"--net={stopped.sandbox}", "ip", "link", "set", stopped.peer, "netns", f"/run/netns/{ns.name}")
     sandboxes.kill(stopped.sandbox)
-    # Joined, its namespace file made but not mounted yet: a container starting.
-    unmounted = os.path.join(sandboxes.dir, secrets.token_hex(6))
-    open(unmounted, "w").close()
-    starting = await create_endpoint(p, ns, net, unmounted, move=False)
+    p.driver.joined_at[stopped.eid] = time.time() - 600  # it ran for ten minutes
+    # Joined a moment ago, its namespace not there yet (Docker mounts it, then moves
+    # the container end in): a container starting, however old its endpoint.
+    starting = await create_endpoint(p, ns, net, os.path.join(sandboxes.dir, secrets.token_hex(6)), move=False)
     assert ns.link(stopped.host) is not None and ns.link(stopped.peer) is not None
     assert await p.reconciler.run() == Counter(), "younger than min_age"
     p.reconciler.min_age = 0  # both old enough now: only the stopped one goes
@@ -920,4 +920,7 @@ async def test_a_container_stopped_while_pynet_was_away_gives_its_endpoint_back(
     assert set(p.driver.endpoints) == {starting.eid} and await saved_endpoints(p) == {starting.eid}
     pool = p.ipam.pools[net.pool_id].allocator
     assert not pool.is_used(stopped.ip) and pool.is_used(starting.ip)
-    os.unlink(unmounted)
+    # Still not moved in a minute after its Join: no container is starting there.
+    p.driver.joined_at[starting.eid] -= reconcile_module.JOIN_GRACE
+    assert (await p.reconciler.run())["stale endpoints reclaimed"] == 1
+    assert p.driver.endpoints == {}
