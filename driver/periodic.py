@@ -15,7 +15,7 @@ async def every(interval: float, job: Callable[[], Awaitable[object]], what: str
         await asyncio.sleep(interval)
         try:
             await job()
-        except Exception as exc:  # noqa: BLE001 - keep going; say why it failed
-            log.error("%s failed: %s", what, exc)
+        except Exception as exc:  # noqa: BLE001 - keep going; say why it failed, and where
+            log.error("%s failed: %s", what, exc, exc_info=True)
         if once:
             return

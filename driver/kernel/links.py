@@ -7,8 +7,10 @@ when it is pynet's own (checked by ifalias) and refuse anybody else's.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
+import weakref
 from typing import Optional
 
 from pyroute2 import AsyncIPRoute
@@ -18,6 +20,19 @@ from ..errors import Conflict, KernelError
 
 IFA_F_NODAD = 0x02  # IPv6 gateway usable at once, without duplicate address detection
 MAIN_TABLE = 254
+
+_dump_locks: "weakref.WeakKeyDictionary[AsyncIPRoute, asyncio.Lock]" = weakref.WeakKeyDictionary()
+
+
+async def dump(ipr: AsyncIPRoute, what: str, **filters) -> list:
+    """Every message of a `link`, `addr` or `route` dump.
+
+    The kernel runs one dump at a time on a netlink socket and answers a
+    second with EBUSY; pynet's handlers, reconciliation and firewall check
+    share one handle, so its dumps take turns, each read to its end."""
+    lock = _dump_locks.setdefault(ipr, asyncio.Lock())
+    async with lock:
+        return [msg async for msg in await getattr(ipr, what)("dump", **filters)]
 
 
 async def get_link(ipr: AsyncIPRoute, name: str):
@@ -73,9 +88,7 @@ async def ensure_bridge(ipr: AsyncIPRoute, name: str, alias: str, mtu: Optional[
 async def ensure_addresses(ipr: AsyncIPRoute, index: int, name: str,
                            interfaces: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]) -> None:
     """Add the addresses (e.g. gateways) that `index` does not have yet."""
-    present = set()
-    async for msg in await ipr.addr("dump", index=index):
-        present.add((msg.get("address"), msg.get("prefixlen")))
+    present = {(msg.get("address"), msg.get("prefixlen")) for msg in await dump(ipr, "addr", index=index)}
     for iface in interfaces:
         if (str(iface.ip), iface.network.prefixlen) in present:
             continue
@@ -144,7 +157,7 @@ async def host_routes(ipr: AsyncIPRoute) -> list[ipaddress.IPv4Network | ipaddre
     """Destinations of the main routing table, without default routes."""
     routes = []
     for family in (2, 10):  # AF_INET, AF_INET6
-        async for msg in await ipr.route("dump", family=family, table=MAIN_TABLE):
+        for msg in await dump(ipr, "route", family=family, table=MAIN_TABLE):
             dst, length = msg.get("dst"), msg.get("dst_len")
             if not dst or not length:
                 continue
@@ -159,7 +172,7 @@ async def dump_links(ipr: AsyncIPRoute) -> dict[str, dict]:
     """Every link of the namespace by name: index, kind, alias, master index, up."""
     found = {}
     # RTEXT_FILTER_SKIP_STATS: statistics are most of each message and unused here.
-    async for msg in await ipr.link("dump", ext_mask=8):
+    for msg in await dump(ipr, "link", ext_mask=8):
         name = msg.get("ifname")
         found[name] = {"index": msg["index"], "kind": _kind(msg), "alias": msg.get("ifalias"),
                        "master": msg.get("master"), "up": bool(msg["flags"] & 1)}
@@ -169,7 +182,7 @@ async def dump_links(ipr: AsyncIPRoute) -> dict[str, dict]:
 async def dump_addresses(ipr: AsyncIPRoute) -> dict[int, set[str]]:
     """Every address of the namespace, as "ip/len", by link index."""
     found: dict[int, set[str]] = {}
-    async for msg in await ipr.addr("dump"):
+    for msg in await dump(ipr, "addr"):
         found.setdefault(msg["index"], set()).add(f"{msg.get('address')}/{msg['prefixlen']}")
     return found
 
@@ -187,7 +200,7 @@ async def configure_container_interface(inner: AsyncIPRoute, name: str, prefix: 
     """Inside a container's namespace: give `name` the first free `<prefix>N`
     name, its MAC and addresses, bring it up, and add a default route through
     each gateway whose family has none yet. Returns the new name."""
-    taken = {msg.get("ifname") async for msg in await inner.link("dump")}
+    taken = {msg.get("ifname") for msg in await dump(inner, "link")}
     new = next(f"{prefix}{i}" for i in range(1000) if f"{prefix}{i}" not in taken)
     try:
         (link,) = await inner.link("get", ifname=name)
@@ -200,7 +213,7 @@ async def configure_container_interface(inner: AsyncIPRoute, name: str, prefix: 
         await inner.link("set", index=index, state="up")
         for gateway in gateways:
             family = 2 if gateway.version == 4 else 10
-            defaults = [r async for r in await inner.route("dump", family=family, table=MAIN_TABLE)
+            defaults = [r for r in await dump(inner, "route", family=family, table=MAIN_TABLE)
                         if not r.get("dst_len")]
             if not defaults:
                 await inner.route("add", family=family, dst="0.0.0.0/0" if family == 2 else "::/0",

@@ -244,3 +244,16 @@ async def test_host_routes(ns, ipr):
 
 async def test_host_routes_of_an_empty_namespace(ns, ipr):
     assert await kl.host_routes(ipr) == []
+
+
+async def test_concurrent_dumps_on_one_handle_all_succeed(ns, ipr):
+    """The kernel answers a second dump on a netlink socket with EBUSY while
+    one runs; handlers, reconciliation and the firewall check share a handle."""
+    for i in range(20):
+        ns.ip("link", "add", f"d{i}", "type", "bridge")
+    ns.ip("addr", "add", "10.9.0.1/24", "dev", "d0")
+    results = await asyncio.gather(*(kl.dump_links(ipr) for _ in range(10)),
+                                   *(kl.dump_addresses(ipr) for _ in range(10)),
+                                   *(kl.host_routes(ipr) for _ in range(5)), return_exceptions=True)
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    assert all("d19" in r for r in results[:10])
