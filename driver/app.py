@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import json
 import logging
 import os
 import signal
 import socket
-import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from .metrics import Metrics
 from .network import NetworkDriver
 from .periodic import every
 from .reconcile import Reconciler
+from .listener import PluginSocket
 from .server import make_app
 
 log = logging.getLogger("pynet")
@@ -89,15 +88,6 @@ def _count_reconcile(metrics: Metrics, done) -> None:
         metrics.reconcile_actions.labels(action).inc(n)
 
 
-def _socket_in_use(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except OSError:
-            return False
-    return True
-
-
 def lock_state_dir(state_dir: str) -> int:
     """One pynet per state directory: a second one (an old and a new plugin on one
     host, or a plugin beside the service) would take the other's links and rules
@@ -135,22 +125,13 @@ async def serve(config: Config) -> None:
     lock_state_dir(config.state_dir)
     claim_network_namespace()
     plugin = await build(config)
-    if os.path.exists(config.socket):
-        if not stat.S_ISSOCK(os.stat(config.socket).st_mode):
-            raise SystemExit(f"pynet: {config.socket} exists and is not a socket")
-        if _socket_in_use(config.socket):
-            raise SystemExit(f"pynet: another process is serving on {config.socket}")
-        os.unlink(config.socket)
-    os.makedirs(os.path.dirname(config.socket) or ".", exist_ok=True)
+    listener = PluginSocket.open(config.socket)
     runner = web.AppRunner(make_app(plugin.driver, plugin.ipam, plugin.debug), access_log=None,
                            handle_signals=False)
     await runner.setup()
-    old = os.umask(0o177)  # the socket is root's only (0600) from the moment it exists
-    try:
-        await web.UnixSite(runner, config.socket).start()
-    finally:
-        os.umask(old)
-    log.info("pynet serving on %s (state %s)", config.socket, config.database)
+    await listener.start(runner)
+    log.info("pynet serving on %s%s (state %s)", listener.path,
+             " (socket from systemd)" if listener.inherited else "", config.database)
 
     watchers = [asyncio.create_task(every(0, plugin.reconciler.run, "reconcile", once=True))]
     if config.firewall_interval > 0:
@@ -161,14 +142,14 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     install_stop_handlers(asyncio.get_running_loop(), stop)
     await stop.wait()
-    log.info("pynet stopping")
+    log.info("pynet stopping: answering the calls already accepted, taking no new one")
+    await listener.stop(runner.server)
     for task in watchers:
         task.cancel()
     await runner.cleanup()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(config.socket)
     await plugin.db.close()
     plugin.ipr.close()
+    log.info("pynet stopped")
 
 
 def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

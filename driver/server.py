@@ -145,6 +145,20 @@ def short_ids(body: BaseModel | None) -> str:
     return " ".join(parts)
 
 
+@web.middleware
+async def one_call_per_connection(request: web.Request, handler) -> web.StreamResponse:
+    """Every answer closes its connection: Docker then never reuses an idle
+    connection that pynet could close under a request just written (a stop or
+    restart would lose that call; see listener.py). A Unix dial is cheap."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.force_close()
+        raise
+    response.force_close()
+    return response
+
+
 def make_app(driver: NetworkDriver, ipam: IpamService, debug: Optional["DebugApi"] = None) -> web.Application:
     """The plugin's HTTP application; with `debug`, pynet's own endpoints and metrics too."""
     table = routes(driver, ipam)
@@ -180,7 +194,7 @@ def make_app(driver: NetworkDriver, ipam: IpamService, debug: Optional["DebugApi
         log.log(level, "req=%d %s %s %.1fms %s", rid, method, short_ids(body), elapsed, outcome)
         return web.json_response(reply, status=status, content_type=CONTENT_TYPE)
 
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[one_call_per_connection])
     if debug is not None:
         debug.add_routes(app)
     app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)  # any path, even with a newline
