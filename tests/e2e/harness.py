@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -57,6 +58,7 @@ class DockerHost:
         self.holder: Optional[subprocess.Popen] = None
         self.pynet: Optional[subprocess.Popen] = None
         self._pynet_log = None
+        self.activation: Optional[socket.socket] = None  # the plugin socket, held as systemd holds it
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -142,12 +144,16 @@ class DockerHost:
     def start_pynet(self, extra: Sequence[str] = ()) -> None:
         self._pynet_log = open(self.workdir / "pynet.log", "ab")
         # Short reclaim delays so tests see reconciliation within seconds.
-        argv = [*self.enter(), sys.executable, "-m", "driver", "serve",
-                "--socket", str(self.pynet_socket), "--state-dir", str(self.state_dir),
-                "--netns-dirs", str(self.exec_root / "netns"), "--log-level", "DEBUG",
-                "--reconcile-interval", "2", "--stale-after", "3", *extra]
-        self.pynet = subprocess.Popen(argv, stdout=self._pynet_log, stderr=subprocess.STDOUT,
-                                      cwd=Path(__file__).resolve().parents[2])
+        serve = [sys.executable, "-m", "driver", "serve",
+                 "--socket", str(self.pynet_socket), "--state-dir", str(self.state_dir),
+                 "--netns-dirs", str(self.exec_root / "netns"), "--log-level", "DEBUG",
+                 "--reconcile-interval", "2", "--stale-after", "3", *extra]
+        passed: tuple[int, ...] = ()
+        if self.activation is not None:
+            passed = (self.activation.fileno(),)
+            serve = [sys.executable, str(Path(__file__).with_name("listen_fds.py")), str(passed[0]), *serve]
+        self.pynet = subprocess.Popen([*self.enter(), *serve], stdout=self._pynet_log, stderr=subprocess.STDOUT,
+                                      cwd=Path(__file__).resolve().parents[2], pass_fds=passed)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.pynet.poll() is not None:
@@ -168,6 +174,41 @@ class DockerHost:
                 self.pynet.kill()
                 self.pynet.wait(5)
         self.pynet = None
+
+    def hold_socket(self) -> None:
+        """From the next start on, run pynet socket-activated: this process makes
+        and holds the plugin socket, as systemd does with pynet.socket."""
+        self.pynet_socket.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(self.pynet_socket))
+        sock.listen(socket.SOMAXCONN)
+        self.activation = sock
+
+    def release_socket(self) -> None:
+        """Back to pynet's own socket (stop pynet first)."""
+        if self.activation is not None:
+            self.activation.close()
+            self.activation = None
+            self.pynet_socket.unlink(missing_ok=True)
+
+    def pynet_connections(self) -> int:
+        """Connections pynet holds on its plugin socket (accepted, not yet closed)."""
+        assert self.pynet is not None
+        proc = Path(f"/proc/{self.pynet.pid}")
+        inodes = set()
+        for fd in (proc / "fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+        count = 0
+        for line in (proc / "net" / "unix").read_text().splitlines()[1:]:
+            fields = line.split()  # Num RefCount Protocol Flags Type St Inode Path
+            if len(fields) >= 8 and fields[5] == "03" and fields[6] in inodes and fields[7] == str(self.pynet_socket):
+                count += 1
+        return count
 
     def restart_pynet(self, sig: int = signal.SIGTERM) -> None:
         self.stop_pynet(sig)
@@ -209,6 +250,7 @@ class DockerHost:
             self.docker_proc("rm", "-f", *self.container_ids())
         self.stop_dockerd()
         self.stop_pynet()
+        self.release_socket()
         if self.containerd is not None and self.containerd.poll() is None:
             self.containerd.terminate()
             try:

@@ -27,6 +27,7 @@ import pytest
 
 from .conftest import REQUIRED, Scenario
 from .harness import IMAGE, DockerHost, build_image_tar, remove_stale_host
+from .test_restart_under_load import ROUNDS, PARALLEL, check_round_outcome, restart_rounds
 
 pytestmark = pytest.mark.e2e
 
@@ -328,3 +329,32 @@ def test_a_container_stopped_while_the_plugin_is_disabled_gives_its_address_back
     again = names.run(net, "--ip", "10.247.0.66")  # the address is free again
     names.ping(a, again)
     assert plugin.cli("doctor").returncode == 0
+
+
+@pytest.mark.parametrize("how", ["disable-enable", "replace"])
+def test_restarts_under_load_are_measured(plugin, names, how):
+    """Docker owns a managed plugin's lifecycle: `disable --force` stops pynet
+    (pynet then answers what it accepted, as the service does), and no socket
+    outlives the plugin. The upgrade is what `build-plugin --replace` does once
+    its build is done: disable --force, rm --force, create, set, enable.
+    Failed starts are counted and printed, not judged; the state is judged."""
+    host = plugin.host
+    subnet = {"disable-enable": "10.248.0.0/24", "replace": "10.249.0.0/24"}[how]
+    net = names.network("--subnet", subnet)
+
+    def bounce() -> None:
+        plugin.disable()
+        if how == "replace":
+            host.docker("plugin", "rm", "--force", PLUGIN)
+            host.docker("plugin", "create", PLUGIN, str(ROOT / "build" / "plugin"))
+            plugin.configure()
+        plugin.enable()
+
+    started = time.monotonic()
+    failed = restart_rounds(host, names, net, bounce)
+    reasons = sorted({re.sub(r"[0-9a-f]{12,}", "<id>", f.split(": ", 1)[1])[:160] for f in failed})
+    print(f"\nmanaged plugin, {how} inside {ROUNDS} rounds of {PARALLEL} docker run:"
+          f" {len(failed)} of {ROUNDS * PARALLEL} failed in {time.monotonic() - started:.0f} s: {reasons}")
+    # A start Docker gave up on may leave an endpoint only reconciliation reclaims
+    # (a minute after its Join at the latest).
+    check_round_outcome(host, names, net, subnet, settle=90)
