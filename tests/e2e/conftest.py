@@ -1,4 +1,11 @@
-"""Fixtures for the end-to-end tier: one private Docker host per test session."""
+"""Fixtures for the end-to-end tier: one private Docker host per engine and test session.
+
+Every test runs on the machine's own engine; a test (or module) marked
+`both_engines` also runs on the other Debian release's (engines.py), its ID
+saying which: `test_quick_start[bookworm]`, `test_quick_start[trixie]`.
+Under the test command (PYNET_E2E=required) a second engine that cannot be
+made is a failure, never a skip.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from . import engines
 from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_host
 
 REQUIRED = os.environ.get("PYNET_E2E") == "required"  # set by the test command: never skip there
@@ -24,16 +32,43 @@ def _missing() -> str | None:
     return None
 
 
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames:
+        releases = [engines.native().release]
+        if metafunc.definition.get_closest_marker("both_engines"):
+            releases.append(engines.OTHER_RELEASE.get(releases[0], "other"))
+        metafunc.parametrize("engine", releases, indirect=True, scope="session")
+
+
+def skip_or_fail(why: str):
+    if REQUIRED:
+        pytest.fail(f"end-to-end tests {why} (PYNET_E2E=required)")
+    pytest.skip(f"end-to-end tests {why}")
+
+
 @pytest.fixture(scope="session")
-def host():
+def engine(request) -> engines.Engine:
+    """The machine's own engine, or the other release's, made (once) on first use."""
+    if request.param == engines.native().release:
+        return engines.native()
+    missing = _missing() or (None if shutil.which("debootstrap") else "need debootstrap for a second engine")
+    if missing:
+        skip_or_fail(missing)
+    try:
+        return engines.other()
+    except SystemExit as exc:
+        skip_or_fail(f"cannot make the second engine ({request.param}): {exc}")
+
+
+@pytest.fixture(scope="session")
+def host(engine):
     missing = _missing()
     if missing:
-        if REQUIRED:
-            pytest.fail(f"end-to-end tests {missing} (PYNET_E2E=required)")
-        pytest.skip(f"end-to-end tests {missing}")
-    remove_stale_host("h1")
+        skip_or_fail(missing)
+    name = engine.host_name("h1")
+    remove_stale_host(name)
     workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-"))
-    h = DockerHost("h1", workdir)
+    h = DockerHost(name, workdir, engine=engine)
     try:
         h.start()
         h.docker("import", str(build_image_tar(workdir)), IMAGE)

@@ -24,7 +24,10 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 PLUGIN = "pynet-e2e"  # the plugin name tests use; private to the host's mount namespace
 IMAGE = "pynet-test-busybox:latest"
@@ -41,12 +44,18 @@ class CommandFailed(AssertionError):
     pass
 
 
-class DockerHost:
-    """`legacy_pynet=False`: no pynet of the harness's own, for a managed plugin."""
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    def __init__(self, name: str, workdir: Path, legacy_pynet: bool = True) -> None:
+
+class DockerHost:
+    """`legacy_pynet=False`: no pynet of the harness's own, for a managed plugin.
+    `engine`: dockerd and containerd from another Debian release's root (engines.py)."""
+
+    def __init__(self, name: str, workdir: Path, legacy_pynet: bool = True,
+                 engine: Optional["Engine"] = None) -> None:
         self.name = name
         self.legacy_pynet = legacy_pynet
+        self.engine = engine if engine is not None and not engine.native else None
         self.ns = NS_PREFIX + name
         self.workdir = workdir
         self.socket = workdir / "docker.sock"
@@ -56,6 +65,7 @@ class DockerHost:
         self.dockerd: Optional[subprocess.Popen] = None
         self.containerd: Optional[subprocess.Popen] = None
         self.holder: Optional[subprocess.Popen] = None
+        self.engine_holder: Optional[subprocess.Popen] = None  # the other release's root, pivoted
         self.pynet: Optional[subprocess.Popen] = None
         self._pynet_log = None
         self.activation: Optional[socket.socket] = None  # the plugin socket, held as systemd holds it
@@ -68,6 +78,8 @@ class DockerHost:
         run(["ip", "netns", "add", self.ns])
         run(["ip", "-n", self.ns, "link", "set", "lo", "up"])
         self._start_mount_namespace()
+        if self.engine is not None:
+            self._start_engine_namespace()
         self.start_containerd()
         if self.legacy_pynet:
             self.start_pynet()
@@ -84,8 +96,9 @@ class DockerHost:
             f'[grpc]\n  address = "{root}/containerd.sock"\n'
             '[ttrpc]\n  address = ""\n[debug]\n  address = ""\n')
         log = open(self.workdir / "containerd.log", "ab")
-        self.containerd = subprocess.Popen([*self.enter(), "containerd", "--config", str(root / "config.toml")],
-                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.containerd = subprocess.Popen([*self.enter_engine(), "containerd", "--config", str(root / "config.toml")],
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                           env=self._engine_env())
         deadline = time.monotonic() + 30
         while not (root / "containerd.sock").exists():
             if self.containerd.poll() is not None or time.monotonic() > deadline:
@@ -102,21 +115,50 @@ class DockerHost:
         if line.strip() != "ready":
             raise RuntimeError(f"the test host's mount namespace did not come up: {line}")
 
+    def _start_engine_namespace(self) -> None:
+        """A mount namespace inside the host's whose root is the engine's release
+        (engine_root.py): containerd and dockerd run there, everything else
+        (pynet, the docker client, iptables, curl) in the host's."""
+        assert self.engine is not None
+        root = self.engine.unpack(self.workdir)
+        self.exec_root.mkdir(exist_ok=True)
+        for flag in ("--bind", "--make-private", "--make-shared"):  # a peer group of its own
+            args = [str(self.exec_root)] * (2 if flag == "--bind" else 1)
+            run([*self.enter(), "mount", flag, *args])
+        self.engine_holder = subprocess.Popen(
+            [*self.enter(), "unshare", "-m", "--propagation", "unchanged", sys.executable,
+             str(Path(__file__).with_name("engine_root.py")), str(root), str(self.workdir)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        line = self.engine_holder.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"the {self.engine.release} engine's root did not come up: {line}"
+                               f"{self.engine_holder.stdout.read(2000) if self.engine_holder.poll() is not None else ''}")
+
     def enter(self) -> list[str]:
         """argv prefix that runs a program in this host's network and mount namespaces."""
         return ["nsenter", "-t", str(self.holder.pid), "-m", "-n"]
 
+    def enter_engine(self) -> list[str]:
+        """argv prefix for the engine's own programs (dockerd, containerd)."""
+        if self.engine_holder is None:
+            return self.enter()
+        return ["nsenter", "-t", str(self.engine_holder.pid), "-m", "-n", "-r", "-w"]
+
+    def _engine_env(self) -> Optional[dict]:
+        return {**os.environ, "PATH": SYSTEM_PATH} if self.engine_holder is not None else None
+
     def start_dockerd(self) -> None:
         self.socket.unlink(missing_ok=True)  # a killed dockerd leaves its socket
         log = open(self.workdir / "dockerd.log", "ab")
-        argv = [*self.enter(),
+        argv = [*self.enter_engine(),
                 "dockerd", "--data-root", str(self.workdir / "data"), "--exec-root", str(self.exec_root),
                 "-H", f"unix://{self.socket}", "--pidfile", str(self.workdir / "docker.pid"),
                 "--containerd", str(self.workdir / "containerd" / "containerd.sock"),
                 "--cgroup-parent", f"/{self.ns}",  # its containers' processes, to find and kill them
                 "--bridge", "none", "--containerd-namespace", f"pynet-e2e-{self.name}",
                 "--containerd-plugins-namespace", f"pynet-e2e-{self.name}-plugins"]
-        self.dockerd = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.dockerd = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env=self._engine_env())
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.dockerd.poll() is not None:
@@ -238,11 +280,17 @@ class DockerHost:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        self.holder.kill()
-        self.holder.wait()
+        self._stop_holders()
         remove_namespace(self.ns)
         shutil.rmtree(self.exec_root, ignore_errors=True)
         self.start()
+
+    def _stop_holders(self) -> None:
+        for holder in (self.engine_holder, self.holder):
+            if holder is not None:
+                holder.kill()
+                holder.wait()
+        self.engine_holder = None
 
     def close(self) -> None:
         """Leave nothing behind, whatever state the host is in."""
@@ -257,9 +305,7 @@ class DockerHost:
                 self.containerd.wait(20)
             except subprocess.TimeoutExpired:
                 self.containerd.kill()
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait()
+        self._stop_holders()
         remove_namespace(self.ns)
         remove_cgroups(self.ns)
         remove_plugin_processes(self.workdir)

@@ -14,7 +14,7 @@ import pytest
 
 from .harness import IMAGE, OutsideHost
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_engines]
 
 HTTPD = ("httpd", "-f", "-p", "80", "-h", "/www")
 NETSERVER = str(Path(__file__).with_name("netserver.py"))

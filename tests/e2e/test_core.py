@@ -11,7 +11,7 @@ import pytest
 
 from .harness import IMAGE
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.both_engines]
 
 
 def ping(scenario, container: str, target: str, v6: bool = False) -> None:

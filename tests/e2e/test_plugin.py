@@ -122,14 +122,15 @@ class PluginHost:
 
 
 @pytest.fixture(scope="module")
-def plugin():
+def plugin(engine):
     if shutil.which("debootstrap") is None:
         if REQUIRED:
             pytest.fail("the plugin tests need debootstrap (PYNET_E2E=required)")
         pytest.skip("the plugin tests need debootstrap")
-    remove_stale_host("p1")
+    name = engine.host_name("p1")
+    remove_stale_host(name)
     workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-plugin-"))
-    h = DockerHost("p1", workdir, legacy_pynet=False)
+    h = DockerHost(name, workdir, legacy_pynet=False, engine=engine)
     try:
         h.start()
         h.docker("import", str(build_image_tar(workdir)), IMAGE)
@@ -177,6 +178,7 @@ def assert_nothing_left(host: DockerHost, network_ids: list[str], subnet_prefix:
         assert host.state_rows(table) == 0, table
 
 
+@pytest.mark.both_engines
 def test_the_plugin_is_built_offline_with_only_what_it_needs(plugin):
     info = plugin.inspect()
     config = info["Config"]
@@ -196,6 +198,7 @@ def test_the_plugin_is_built_offline_with_only_what_it_needs(plugin):
     assert any("plugin pynet:latest created" in line for line in plugin.build_log), plugin.build_log
 
 
+@pytest.mark.both_engines
 def test_core_scenario_through_pynet_latest(plugin, names):
     host = plugin.host
     net = names.network("--subnet", "10.241.0.0/24", "--gateway", "10.241.0.1")

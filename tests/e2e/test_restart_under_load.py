@@ -97,6 +97,7 @@ def activated(host):
         yield host
 
 
+@pytest.mark.both_engines
 @pytest.mark.parametrize("owner", ["pynet", "systemd"])
 def test_sigterm_restart_fails_no_start(host, scenario, owner):
     """With pynet's own socket the stop removes the path first, so Docker's new

@@ -73,6 +73,7 @@ def test_fifty_containers_at_once(host, scenario):
     assert mesh_ok(host, names[:2], net) == []
 
 
+@pytest.mark.both_engines
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
 def test_dockerd_restart_with_running_containers(host, scenario, sig):
     net = scenario.network("--subnet", "10.225.0.0/24")
