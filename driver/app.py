@@ -122,12 +122,17 @@ def claim_network_namespace(name: str = "pynet") -> None:
 
 
 async def serve(config: Config) -> None:
+    # First: a SIGTERM during start-up must still stop pynet through the drain below.
+    stop = asyncio.Event()
+    install_stop_handlers(asyncio.get_running_loop(), stop)
     lock_state_dir(config.state_dir)
     claim_network_namespace()
     plugin = await build(config)
     listener = PluginSocket.open(config.socket)
+    # aiohttp's own shutdown comes after listener.stop() has drained every
+    # connection: it needs only a few seconds for one that outlived the drain.
     runner = web.AppRunner(make_app(plugin.driver, plugin.ipam, plugin.debug), access_log=None,
-                           handle_signals=False)
+                           handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     await listener.start(runner)
     log.info("pynet serving on %s%s (state %s)", listener.path,
@@ -139,8 +144,6 @@ async def serve(config: Config) -> None:
     if config.reconcile_interval > 0:
         watchers.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
 
-    stop = asyncio.Event()
-    install_stop_handlers(asyncio.get_running_loop(), stop)
     await stop.wait()
     log.info("pynet stopping: answering the calls already accepted, taking no new one")
     await listener.stop(runner.server)

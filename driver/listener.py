@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import select
 import socket
 import stat
 import time
@@ -74,7 +73,9 @@ class PluginSocket:
         for conn in waiting:
             transport, _ = await loop.connect_accepted_socket(server, conn)
             self._waiting.append(transport)
-        self.site = web.SockSite(runner, self.sock)
+        # SockSite listens again: with asyncio's default backlog (100) it would
+        # shrink systemd's (Backlog=4096) and pynet's own, and a burst would fail.
+        self.site = web.SockSite(runner, self.sock, backlog=socket.SOMAXCONN)
         await self.site.start()
         if self._waiting:
             asyncio.get_running_loop().create_task(self._report_waiting())
@@ -91,16 +92,20 @@ class PluginSocket:
 
     async def stop(self, server: Optional[web.Server], timeout: float = DRAIN_TIMEOUT) -> None:
         """Stop taking calls without losing one; see the module's docstring."""
+        loop = asyncio.get_running_loop()
         if not self.inherited:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)  # from here a dial fails, and Docker retries it whole
-            # Connections the kernel queued before the unlink are Docker's calls
-            # too: asyncio accepts them while the socket is readable.
-            await until(lambda: not readable(self.sock), 1.0, settle=3)
+            await asyncio.sleep(0.05)  # a dial that found the path just before lands in the queue
         # asyncio makes an accepted connection's transport in a task one loop
         # iteration after the accept, and drops it silently if the server was
         # closed meanwhile. So: stop accepting, let those tasks run, then close.
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        loop.remove_reader(self.sock.fileno())
+        if not self.inherited and server is not None:
+            # What is still queued on pynet's own socket is Docker's too: nobody
+            # else will answer it, and closing the socket would reset it.
+            for conn in accept_waiting(self.sock):
+                await loop.connect_accepted_socket(server, conn)
         for _ in range(5):
             await asyncio.sleep(0)
         if self.site is not None:
@@ -180,13 +185,6 @@ def accept_waiting(sock: socket.socket) -> list[socket.socket]:
             return waiting
         conn.setblocking(False)
         waiting.append(conn)
-
-
-def readable(sock: socket.socket) -> bool:
-    """A listening socket is readable while a connection waits to be accepted."""
-    poller = select.poll()
-    poller.register(sock.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 async def until(check, timeout: float, settle: int = 1, interval: float = 0.01) -> bool:

@@ -112,6 +112,27 @@ async def test_a_connection_accepted_just_before_the_stop_is_answered_before_it_
     held.close()
 
 
+async def test_a_burst_of_dials_while_the_loop_is_busy_is_queued_not_refused(tmp_path):
+    """The socket keeps a deep backlog once served (asyncio's default would be 100)."""
+    path = str(tmp_path / "p.sock")
+    listener = PluginSocket(bind(path), path, inherited=False)
+    runner = await App().serve(listener)
+    clients = []
+    for _ in range(300):  # no await: the loop accepts none of them meanwhile
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.setblocking(False)
+        client.connect(path)  # BlockingIOError if the backlog were full
+        client.sendall(REQUEST % b"fast")
+        clients.append(client)
+    await listener.stop(runner.server, timeout=10)  # also drains what is still queued
+    for client in clients:
+        client.setblocking(True)
+        client.settimeout(5)
+        assert client.recv(4096).startswith(b"HTTP/1.1 200")
+        client.close()
+    await runner.cleanup()
+
+
 async def test_a_stop_that_times_out_says_so(tmp_path, caplog):
     path = str(tmp_path / "p.sock")
     app = App()
