@@ -12,13 +12,12 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from . import engines
-from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_host
+from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_host, workdir_for
 
 REQUIRED = os.environ.get("PYNET_E2E") == "required"  # set by the test command: never skip there
 
@@ -67,7 +66,7 @@ def host(engine):
         skip_or_fail(missing)
     name = engine.host_name("h1")
     remove_stale_host(name)
-    workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-"))
+    workdir = workdir_for(name)
     h = DockerHost(name, workdir, engine=engine)
     try:
         h.start()

@@ -13,10 +13,12 @@ What is shared with the test host, and nothing else:
   `exec` must already be a mount of its own with shared propagation: the
   container namespaces dockerd mounts under exec/netns then show up on the
   host, where pynet opens them.
-The root mount is made a slave first, so nothing mounted here (the root's
-own /proc, /sys, /dev and /run) reaches the host, and pivot_root accepts it
-(it refuses a shared parent); the old root is made a slave before it is
-unmounted, so unmounting it does not unmount the host's copies.
+Every other mount is made a slave first (one by one, so that the exec root
+stays shared), so nothing mounted here (the root's own /proc, /sys, /dev and
+/run) reaches the host, wherever ROOT lies (/tmp may be a mount of its own),
+and pivot_root accepts it (it refuses a shared parent); the old root is made
+a slave before it is unmounted, so unmounting it does not unmount the
+host's copies.
 Prints "ready" and sleeps for ever; dockerd and containerd join with nsenter.
 """
 
@@ -29,9 +31,18 @@ def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
 
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        # Field 5 is the mount point, with space, tab, newline and backslash octal-escaped.
+        return [line.split()[4].encode().decode("unicode_escape") for line in f]
+
+
 def main() -> None:
     root, workdir = sys.argv[1:]
-    mount("--make-slave", "/")
+    shared = os.path.join(workdir, "exec")
+    for point in mount_points():
+        if point != shared:
+            mount("--make-slave", point)
     mount("--rbind", root, root)  # pivot_root needs the new root to be a mount point
     for fs in ("proc", "sys", "dev"):
         mount("--rbind", f"/{fs}", f"{root}/{fs}")

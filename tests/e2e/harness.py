@@ -114,6 +114,7 @@ class DockerHost:
         line = self.holder.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"the test host's mount namespace did not come up: {line}")
+        self.holder.stdout.close()  # it only sleeps from here
 
     def _start_engine_namespace(self) -> None:
         """A mount namespace inside the host's whose root is the engine's release
@@ -133,6 +134,7 @@ class DockerHost:
         if line.strip() != "ready":
             raise RuntimeError(f"the {self.engine.release} engine's root did not come up: {line}"
                                f"{self.engine_holder.stdout.read(2000) if self.engine_holder.poll() is not None else ''}")
+        self.engine_holder.stdout.close()  # it only sleeps from here
 
     def enter(self) -> list[str]:
         """argv prefix that runs a program in this host's network and mount namespaces."""
@@ -184,6 +186,8 @@ class DockerHost:
         self.dockerd = None
 
     def start_pynet(self, extra: Sequence[str] = ()) -> None:
+        if self._pynet_log is not None:
+            self._pynet_log.close()
         self._pynet_log = open(self.workdir / "pynet.log", "ab")
         # Short reclaim delays so tests see reconciliation within seconds.
         serve = [sys.executable, "-m", "driver", "serve",
@@ -527,15 +531,26 @@ def remove_plugin_processes(workdir: Path) -> None:
                 pass
 
 
+def workdir_for(name: str) -> Path:
+    """A new work directory for host `name`, named after it so that a later run
+    can clear it if this one is killed before its teardown."""
+    return Path(tempfile.mkdtemp(prefix=f"{NS_PREFIX}{name}."))  # "h1." never prefixes "h1-trixie."
+
+
 def remove_stale_host(name: str) -> None:
     """Clear what a run that was killed before its teardown left of host `name`
-    (its namespaces, processes and cgroups); other hosts' are left alone."""
+    (its namespaces, processes, cgroups and work directories, which may hold
+    an engine's root); other hosts' are left alone."""
     ns = NS_PREFIX + name
     for entry in run(["ip", "netns", "list"], check=False).stdout.splitlines():
         found = entry.split()[0] if entry.split() else ""
         if found in (ns, ns + "-out"):
             remove_namespace(found)
     remove_cgroups(ns)
+    # Only once its processes are gone: their mounts (none reach this namespace) went with them.
+    for stale in Path(tempfile.gettempdir()).glob(f"{NS_PREFIX}{name}.*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def build_image_tar(dest: Path) -> Path:

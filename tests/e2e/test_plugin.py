@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REQUIRED, Scenario
-from .harness import IMAGE, DockerHost, build_image_tar, remove_stale_host
+from .harness import IMAGE, DockerHost, build_image_tar, remove_stale_host, workdir_for
 from .test_restart_under_load import ROUNDS, PARALLEL, check_round_outcome, restart_rounds
 
 pytestmark = pytest.mark.e2e
@@ -129,7 +128,7 @@ def plugin(engine):
         pytest.skip("the plugin tests need debootstrap")
     name = engine.host_name("p1")
     remove_stale_host(name)
-    workdir = Path(tempfile.mkdtemp(prefix="pynet-e2e-plugin-"))
+    workdir = workdir_for(name)
     h = DockerHost(name, workdir, legacy_pynet=False, engine=engine)
     try:
         h.start()
