@@ -19,19 +19,32 @@ from .rules import FAMILIES, Rule, plan_remove, plan_sync
 
 log = logging.getLogger("pynet.firewall")
 
-WantedRules = Callable[[], list[Sequence[Rule]]]
+WantedRules = Callable[[], Sequence[Sequence[Rule]]]
 Refresh = Callable[[], Awaitable[None]]
 
 
 class Firewall:
-    def __init__(self, iptables: Iptables, wanted: WantedRules = lambda: []) -> None:
+    """Each network mode adds its source of wanted rules (and, if what it wants
+    depends on the host, a refresh that learns it): several modes share one
+    firewall, and none replaces another's rules."""
+
+    def __init__(self, iptables: Iptables, wanted: WantedRules | None = None) -> None:
         self.iptables = iptables
-        self.wanted = wanted
+        self._sources: list[WantedRules] = [wanted] if wanted is not None else []
+        self._refreshes: list[Refresh] = []
         self.restored = 0  # rules put back by check() since start
         self.on_restored: Callable[[int], None] | None = None  # e.g. metrics
-        self.refresh: Refresh | None = None  # learns what wanted() depends on (Docker's bridges)
         self.families = list(FAMILIES)  # probe() drops IPv6 on a host whose ip6tables cannot run
         self._lock = asyncio.Lock()
+
+    def add_source(self, wanted: WantedRules, refresh: Refresh | None = None) -> None:
+        self._sources.append(wanted)
+        if refresh is not None:
+            self._refreshes.append(refresh)
+
+    def wanted(self) -> list[Sequence[Rule]]:
+        """Every group of rules every source wants now."""
+        return [group for source in self._sources for group in source()]
 
     async def probe(self, need_ipv6: bool) -> None:
         """Drop IPv6 rules on a host where ip6tables does not work (IPv6 disabled
@@ -75,8 +88,8 @@ class Firewall:
 
     async def check(self) -> int:
         """Put back whatever is missing of everything pynet wants."""
-        if self.refresh is not None:
-            await self.refresh()
+        for refresh in self._refreshes:
+            await refresh()
         async with self._lock:
             # What is wanted is read under the lock: a network deleted meanwhile
             # (removed from memory, then its rules) is never brought back.

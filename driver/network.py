@@ -30,7 +30,7 @@ from .portmap import parse_portmap
 from .publish import Publisher
 from .rules import DOCKER_BRIDGE, NetworkPolicy, Rule, binding_rules, docker_bridge_rules, network_rules
 from .wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
-                   CreateNetworkRequest, Empty, EndpointRequest, IPAMData, InterfaceName,
+                   CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, IPAMData, InterfaceName,
                    InterfaceReply, JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
                    ProgramExternalConnectivityRequest)
 
@@ -49,8 +49,7 @@ class NetworkDriver:
         self.ipr = ipr
         self.sysctl = sysctl or Sysctl()
         self.firewall = firewall
-        firewall.wanted = self.wanted_rules
-        firewall.refresh = self.refresh_docker_bridges
+        firewall.add_source(self.wanted_rules, refresh=self.refresh_docker_bridges)
         self.docker_bridges: list[str] = []  # Docker's own bridges, to isolate pynet's from
         self.netns_dirs = tuple(os.path.normpath(d) for d in netns_dirs)
         self.netns_mount = netns_mount  # where pynet sees them, if not at Docker's path (a plugin)
@@ -100,8 +99,14 @@ class NetworkDriver:
 
     # --- capabilities ------------------------------------------------------
 
-    def capabilities(self) -> CapabilitiesResponse:
+    async def capabilities(self) -> CapabilitiesResponse:
         return CapabilitiesResponse(Scope="local", ConnectivityScope="local")
+
+    async def discover_new(self, req: DiscoveryRequest) -> Empty:
+        return Empty()  # node and plugin discovery: nothing a local network needs
+
+    async def discover_delete(self, req: DiscoveryRequest) -> Empty:
+        return Empty()
 
     # --- networks ----------------------------------------------------------
 
@@ -361,7 +366,7 @@ class NetworkDriver:
                               f" cleaning up failed: {'; '.join(errors)}")
         return Empty()
 
-    def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
+    async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
         ep = self.endpoints.get(req.EndpointID)
         if ep is None:
             return OperInfoResponse(Value={})

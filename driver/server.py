@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ipam.errors import IpamError
-from ipam.service import IpamService
 from ipam import wire as ipam_wire
+from ipam.contract import IpamApi
+from ipam.errors import IpamError
 
 from . import wire
+from .contract import NetworkApi
 from .errors import DriverError
-from .network import NetworkDriver
 
 if TYPE_CHECKING:
     from .debug import DebugApi
@@ -38,15 +38,12 @@ MAX_BODY = 1024 * 1024  # Docker's largest request (a big portmap) is a few KiB
 @dataclass(frozen=True)
 class Route:
     request: Optional[type[BaseModel]]  # None: the body is ignored
-    handler: Callable[[Any], Awaitable[BaseModel] | BaseModel]
+    handler: Callable[[Any], Awaitable[BaseModel]]
 
 
-def routes(driver: NetworkDriver, ipam: IpamService) -> dict[str, Route]:
-    def activate(_):
+def routes(driver: NetworkApi, ipam: IpamApi) -> dict[str, Route]:
+    async def activate(_):
         return wire.ActivateResponse(Implements=["NetworkDriver", "IpamDriver"])
-
-    def empty(_):
-        return wire.Empty()
 
     return {
         "/Plugin.Activate": Route(None, activate),
@@ -62,8 +59,8 @@ def routes(driver: NetworkDriver, ipam: IpamService) -> dict[str, Route]:
             wire.ProgramExternalConnectivityRequest, driver.program_external_connectivity),
         "/NetworkDriver.RevokeExternalConnectivity": Route(
             wire.EndpointRequest, driver.revoke_external_connectivity),
-        "/NetworkDriver.DiscoverNew": Route(wire.DiscoveryRequest, empty),
-        "/NetworkDriver.DiscoverDelete": Route(wire.DiscoveryRequest, empty),
+        "/NetworkDriver.DiscoverNew": Route(wire.DiscoveryRequest, driver.discover_new),
+        "/NetworkDriver.DiscoverDelete": Route(wire.DiscoveryRequest, driver.discover_delete),
         "/IpamDriver.GetCapabilities": Route(None, lambda _: ipam.capabilities()),
         "/IpamDriver.GetDefaultAddressSpaces": Route(None, lambda _: ipam.address_spaces()),
         "/IpamDriver.RequestPool": Route(ipam_wire.RequestPoolRequest, ipam.request_pool),
@@ -159,7 +156,7 @@ async def one_call_per_connection(request: web.Request, handler) -> web.StreamRe
     return response
 
 
-def make_app(driver: NetworkDriver, ipam: IpamService, debug: Optional["DebugApi"] = None) -> web.Application:
+def make_app(driver: NetworkApi, ipam: IpamApi, debug: Optional["DebugApi"] = None) -> web.Application:
     """The plugin's HTTP application; with `debug`, pynet's own endpoints and metrics too."""
     table = routes(driver, ipam)
     counter = itertools.count(1)
@@ -177,9 +174,7 @@ def make_app(driver: NetworkDriver, ipam: IpamService, debug: Optional["DebugApi
         try:
             raw = await read_body(request)
             body = parse_body(route.request, raw) if route.request else None
-            result = route.handler(body)
-            if not isinstance(result, BaseModel):
-                result = await result
+            result = await route.handler(body)
             reply, status = result.model_dump(exclude_none=True), 200
             outcome = "ok"
         except Exception as exc:  # noqa: BLE001 - this is the error boundary

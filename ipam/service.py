@@ -100,11 +100,11 @@ class IpamService:
 
     # --- capabilities ------------------------------------------------------
 
-    def capabilities(self) -> CapabilitiesResponse:
+    async def capabilities(self) -> CapabilitiesResponse:
         # pynet persists its own state, so Docker need not replay its requests.
         return CapabilitiesResponse(RequiresMACAddress=False, RequiresRequestReplay=False)
 
-    def address_spaces(self) -> AddressSpacesResponse:
+    async def address_spaces(self) -> AddressSpacesResponse:
         return AddressSpacesResponse(LocalDefaultAddressSpace=LOCAL_SPACE,
                                      GlobalDefaultAddressSpace=GLOBAL_SPACE)
 
@@ -126,8 +126,10 @@ class IpamService:
             raise InvalidRequest(f"ip-range {sub_pool} needs a --subnet")
         if subnet is not None and subnet.version != version:
             raise InvalidRequest(f"subnet {subnet} is not an IPv{version} network")
+        # subnet_of() of different versions is checked first: the stubs cannot see it.
         if subnet is not None and sub_pool is not None and (
-                sub_pool.version != subnet.version or not sub_pool.subnet_of(subnet)):
+                sub_pool.version != subnet.version
+                or not sub_pool.subnet_of(subnet)):  # type: ignore[arg-type]
             raise InvalidRequest(f"ip-range {sub_pool} is not inside subnet {subnet}")
 
         if subnet is None:

@@ -240,7 +240,7 @@ async def test_unknown_ids_are_fine(ns, driver):
     await driver.delete_endpoint(ep_req())
     await driver.leave(ep_req())
     await driver.revoke_external_connectivity(ep_req())
-    assert driver.oper_info(ep_req()) == wire.OperInfoResponse(Value={})
+    assert (await driver.oper_info(ep_req())) == wire.OperInfoResponse(Value={})
     await driver.create_network(network_req())
     await driver.delete_endpoint(ep_req())  # unknown endpoint, known network
     await driver.delete_network(wire.NetworkRequest(NetworkID=NID))
@@ -347,7 +347,7 @@ async def test_delete_endpoint(ns, driver):
 async def test_oper_info(ns, driver):
     await driver.create_network(network_req())
     await driver.create_endpoint(endpoint_req())
-    value = driver.oper_info(ep_req()).Value
+    value = (await driver.oper_info(ep_req())).Value
     assert value["HostInterface"] == HOST and value["MacAddress"] == naming.endpoint_mac(EID)
 
 
@@ -361,9 +361,9 @@ async def test_join(ns, driver):
     assert reply.InterfaceName == wire.InterfaceName(SrcName=PEER, DstPrefix="eth")
     assert (reply.Gateway, reply.GatewayIPv6) == ("10.1.0.1", "fd00:1::1")
     assert reply.DisableGatewayService is False
-    assert driver.oper_info(ep_req()).Value["Sandbox"] == SANDBOX
+    assert (await driver.oper_info(ep_req())).Value["Sandbox"] == SANDBOX
     assert await driver.leave(ep_req()) == wire.Empty()
-    assert driver.oper_info(ep_req()).Value["Sandbox"] == ""
+    assert (await driver.oper_info(ep_req())).Value["Sandbox"] == ""
 
 
 async def test_join_without_address_has_no_gateway(ns, driver):
@@ -390,7 +390,7 @@ async def test_join_refuses_a_bad_sandbox_key(ns, driver, sandbox):
     await driver.create_endpoint(endpoint_req())
     with pytest.raises(InvalidRequest, match="SandboxKey"):
         await driver.join(join_req(sandbox=sandbox))
-    assert driver.oper_info(ep_req()).Value["Sandbox"] == ""
+    assert (await driver.oper_info(ep_req())).Value["Sandbox"] == ""
 
 
 async def test_join_unknown_endpoint(ns, driver):
@@ -452,7 +452,7 @@ async def test_state_reload(ns, ipr, driver, db_path):
         assert set(again.endpoints) == {EID, EID2}
         for eid in (EID, EID2):
             assert again.endpoints[eid].same_definition(driver.endpoints[eid])
-        assert again.oper_info(ep_req()).Value["Sandbox"] == SANDBOX
+        assert (await again.oper_info(ep_req())).Value["Sandbox"] == SANDBOX
         # what Docker would send next works against the reloaded state
         assert (await again.create_network(network_req(v6=("fd00:1::/64", "fd00:1::1/64"),
                                                        aux={"h": "10.1.0.5/24"}))) == wire.Empty()

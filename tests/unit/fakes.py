@@ -200,10 +200,15 @@ class FakeFirewall:
     would split an iptables-restore line or smuggle anything into it."""
 
     def __init__(self) -> None:
-        self.wanted = lambda: []
-        self.refresh = None
+        self.sources: list = []
         self.families = [4, 6]
         self.calls: list[tuple[str, list]] = []
+
+    def add_source(self, wanted, refresh=None) -> None:
+        self.sources.append(wanted)
+
+    def wanted(self) -> list:
+        return [group for source in self.sources for group in source()]
 
     @staticmethod
     def _check(rules) -> None:

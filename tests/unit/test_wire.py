@@ -13,6 +13,7 @@ from aiohttp import web
 from driver import wire
 from driver.db import Database
 from driver.errors import Conflict
+from driver.contract import NetworkApi
 from driver.server import CONTENT_TYPE, MAX_BODY, make_app
 from ipam import store as ipam_store
 from ipam.pools import parse_default_pools
@@ -26,7 +27,7 @@ PORTS_OPTIONS = {"com.docker.network.endpoint.exposedports": [{"Proto": 6, "Port
 
 
 class FakeDriver:
-    """The NetworkDriver's method names, with canned answers."""
+    """A NetworkApi with canned answers, recording its calls."""
 
     def __init__(self):
         self.calls = []
@@ -37,7 +38,7 @@ class FakeDriver:
         if name in self.fail:
             raise self.fail[name]
 
-    def capabilities(self):
+    async def capabilities(self):
         return wire.CapabilitiesResponse(Scope="local", ConnectivityScope="local")
 
     async def create_network(self, req):
@@ -58,7 +59,7 @@ class FakeDriver:
         self._record("delete_endpoint", req)
         return wire.Empty()
 
-    def oper_info(self, req):  # synchronous, like the real one
+    async def oper_info(self, req):
         self._record("oper_info", req)
         return wire.OperInfoResponse(Value={"HostInterface": "pnh" + req.EndpointID[:12]})
 
@@ -79,6 +80,18 @@ class FakeDriver:
     async def revoke_external_connectivity(self, req):
         self._record("revoke_external_connectivity", req)
         return wire.Empty()
+
+    async def discover_new(self, req):
+        self._record("discover_new", req)
+        return wire.Empty()
+
+    async def discover_delete(self, req):
+        self._record("discover_delete", req)
+        return wire.Empty()
+
+
+def _typed(driver: FakeDriver) -> NetworkApi:
+    return driver  # mypy checks the fake against the server's contract
 
 
 @pytest.fixture
@@ -283,7 +296,7 @@ async def test_create_network_reaches_the_driver(client, driver):
     (name, req), = driver.calls
     assert name == "create_network"
     assert isinstance(req, wire.CreateNetworkRequest)
-    assert req.IPv4Data[0].AuxAddresses == {"h": "10.1.0.5/24"}
+    assert req.IPv4Data and req.IPv4Data[0].AuxAddresses == {"h": "10.1.0.5/24"}
 
 
 async def test_endpoint_calls(client, driver):

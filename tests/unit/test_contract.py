@@ -1,0 +1,39 @@
+"""The server is typed against two contracts; these check that what stands
+behind them (the bridge driver, the IPAM service, the tests' fake) offers
+every call, async, with the same parameters. mypy checks the types."""
+
+import inspect
+
+import pytest
+
+from driver.contract import NetworkApi
+from driver.network import NetworkDriver
+from driver.server import routes
+from ipam.contract import IpamApi
+from ipam.service import IpamService
+
+from .test_wire import FakeDriver
+
+
+def calls(protocol) -> list[str]:
+    return [name for name, fn in vars(protocol).items() if inspect.iscoroutinefunction(fn)]
+
+
+@pytest.mark.parametrize("impl, protocol", [(NetworkDriver, NetworkApi), (FakeDriver, NetworkApi),
+                                            (IpamService, IpamApi)])
+def test_every_call_of_the_contract_is_there_and_async(impl, protocol):
+    assert calls(protocol)
+    for name in calls(protocol):
+        method = getattr(impl, name)
+        assert inspect.iscoroutinefunction(method), f"{impl.__name__}.{name} is not async"
+        assert list(inspect.signature(method).parameters) == list(inspect.signature(getattr(protocol, name)).parameters)
+
+
+def test_the_server_routes_a_path_to_every_call():
+    class Recorder:
+        def __getattr__(self, name):
+            return name
+    table = routes(Recorder(), Recorder())
+    assert {r.handler for r in table.values() if isinstance(r.handler, str)} >= \
+        set(calls(NetworkApi)) - {"capabilities"} | {"request_pool", "release_pool", "request_address",
+                                                    "release_address"}
