@@ -271,8 +271,8 @@ class Report:
         t = self.e.get("throughput_gbps")
         if t:
             means = [mean(t[d]) for d in ("pynet", "bridge")]
-            lows = [m - min(t[d]) for m, d in zip(means, ("pynet", "bridge"))]
-            highs = [max(t[d]) - m for m, d in zip(means, ("pynet", "bridge"))]
+            lows = [m - min(t[d]) for m, d in zip(means, ("pynet", "bridge"), strict=True)]
+            highs = [max(t[d]) - m for m, d in zip(means, ("pynet", "bridge"), strict=True)]
             ax.bar(["pynet", "bridge"], means, yerr=[lows, highs], capsize=6, color=["tab:blue", "tab:orange"])
             for i, v in enumerate(means):
                 ax.text(i, v, f"{v:.2f}", ha="center", va="bottom")

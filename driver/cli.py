@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from . import __version__
 from .config import add_serve_arguments, config_from_args
@@ -15,7 +15,7 @@ from .config import add_serve_arguments, config_from_args
 def table(rows: list[list[str]], header: list[str]) -> str:
     cells = [header] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
 
 
 def show(args, data, rows: list[list], header: list[str]) -> int:
@@ -133,7 +133,7 @@ def docker_findings(state: dict, view: Optional[dict]) -> list[dict]:
     """Differences between pynet's state and Docker's (when Docker answers)."""
     if view is None:
         return []
-    findings = []
+    findings: list[dict[str, Any]] = []
     known = {n["id"] for n in state["networks"]}
     for nid, net in view["networks"].items():
         if "pynet" in (net.get("Driver") or "") and nid not in known:

@@ -177,7 +177,7 @@ def socket_in_use(path: str) -> bool:
 
 def accept_waiting(sock: socket.socket) -> list[socket.socket]:
     """Every connection queued on a non-blocking listening socket."""
-    waiting = []
+    waiting: list[socket.socket] = []
     while True:
         try:
             conn, _ = sock.accept()

@@ -36,7 +36,7 @@ def host_addresses(req: PortRequest, net: Network, ep: Endpoint) -> list[tuple[I
             raise InvalidRequest(f"endpoint {eid}: cannot publish on {req.host_ip}: the container has"
                                  f" no IPv{req.host_ip.version} address on this network")
         return [(req.host_ip, inner.ip)]
-    pairs = []
+    pairs: list[tuple[IPAddress, IPAddress]] = []
     if ep.address is not None:
         default = net.options.host_binding_ipv4
         pairs.append((ipaddress.IPv4Address(default) if default else ANY4, ep.address.ip))

@@ -210,7 +210,7 @@ class Reconciler:
                 continue
             if link is not None:
                 bridge = found.get(net.bridge) if net else None
-                if bridge is not None and (link["master"] != bridge["index"] or not link["up"]):
+                if net is not None and bridge is not None and (link["master"] != bridge["index"] or not link["up"]):
                     await act(Finding("endpoints repaired", subject,
                                       f"veth {ep.host_if} is not up on bridge {net.bridge}",
                                       "its container is cut off from the network",

@@ -112,9 +112,9 @@ def network_rules(p: NetworkPolicy) -> list[Rule]:
         subnets = p.subnets4 if f == 4 else p.subnets6
         masquerade = p.masquerade4 if f == 4 else p.masquerade6
 
-        def add(table: str, chain: str, *matches: str, target: str) -> None:
+        def add(table: str, chain: str, *matches: str, target: str, family: int = f) -> None:
             # matches, then the comment, then the target: the order iptables -S prints
-            rules.append(Rule(f, table, chain, (*matches, *_c(p.tag), "-j", target)))
+            rules.append(Rule(family, table, chain, (*matches, *_c(p.tag), "-j", target)))
 
         # Isolation: leaving this bridge for another bridge. Traffic within the
         # bridge returns first, whatever the bridge is called.

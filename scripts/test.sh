@@ -35,5 +35,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
 
+# Lint and types first: what they check fails the run (config in pyproject.toml).
+.venv/bin/ruff check --no-cache .
+.venv/bin/mypy --cache-dir /dev/null
+
 export PYNET_E2E=required  # the end-to-end tier fails, never skips, when it cannot run
 exec .venv/bin/python -m pytest -p no:cacheprovider -q -ra "$@"

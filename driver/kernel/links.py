@@ -73,7 +73,7 @@ async def ensure_bridge(ipr: AsyncIPRoute, name: str, alias: str, mtu: Optional[
             (alias, None) if adopt_unmarked else (alias,)):
         raise Conflict(f"interface {name} already exists and is not this network's bridge"
                        f" (kind {_kind(link) or 'unknown'}, alias {link.get('ifalias')!r})")
-    settings = {"state": "up", "ifalias": alias}
+    settings: dict[str, object] = {"state": "up", "ifalias": alias}
     if mtu:
         settings["mtu"] = mtu
     try:

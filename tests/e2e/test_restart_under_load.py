@@ -48,7 +48,7 @@ def restart_rounds(host, scenario, net: str, restart: Callable[[], None]) -> lis
             while time.monotonic() < deadline and endpoints(host, net) < before + MIDWAY:
                 time.sleep(0.01)
             restart()
-            failed += [f"{n}: {r.stderr.strip()}" for n, f in zip(names, runs)
+            failed += [f"{n}: {r.stderr.strip()}" for n, f in zip(names, runs, strict=True)
                        if (r := f.result()).returncode != 0]
     return failed
 

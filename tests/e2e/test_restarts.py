@@ -177,7 +177,8 @@ def test_chaos_pynet_killed_during_churn(host, scenario):
     scenario.containers.clear()
     for subnet in ("10.228.0.0/24", "10.229.0.0/24"):
         gateway = str(ipaddress.ip_network(subnet)[1])
-        assert wait_for(lambda: ipam_addresses(host, subnet) == {gateway}, timeout=30), ipam_addresses(host, subnet)
+        assert wait_for(lambda subnet=subnet, gateway=gateway: ipam_addresses(host, subnet) == {gateway},
+                        timeout=30), ipam_addresses(host, subnet)
     ids = [host.inspect(n)["Id"] for n in nets]
     scenario.cleanup()
     scenario.networks.clear()

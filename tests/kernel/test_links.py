@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from driver.errors import Conflict
+from driver.errors import Conflict, KernelError
 from driver.kernel import links as kl
 
 pytestmark = pytest.mark.kernel
@@ -171,7 +171,7 @@ async def test_ensure_veth_refuses_an_unmarked_non_veth(ns, ipr):
 
 
 async def test_ensure_veth_fails_cleanly_on_a_bad_bridge_index(ns, ipr):
-    with pytest.raises(Exception):
+    with pytest.raises(KernelError, match="cannot"):
         await kl.ensure_veth(ipr, "pnhaaaa", "pncaaaa", 999999, "pynet:endpoint:aaaa", "02:12:34:56:78:9a")
     assert "pnhaaaa" not in ns.links() and "pncaaaa" not in ns.links()
 

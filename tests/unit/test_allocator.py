@@ -42,7 +42,7 @@ def test_interval_set_matches_a_plain_set():
         assert s.first_free(lo, 200) == free
     assert s.count_in(0, 200) == len(model)
     runs = s.runs()
-    assert all(a[1] < b[0] for a, b in zip(runs, runs[1:])), "runs are merged"
+    assert all(a[1] < b[0] for a, b in zip(runs, runs[1:], strict=False)), "runs are merged"
 
 
 def test_automatic_allocation_stays_in_range_and_skips_held():

@@ -103,7 +103,7 @@ def test_any_interleaving_ends_like_the_sequence(tmp_path_factory, monkeypatch, 
                 order = list(range(n))
                 rng.shuffle(order)
                 tasks = [asyncio.ensure_future(starts[i]) for i in order]
-                eids = dict(zip(order, await asyncio.gather(*tasks)))
+                eids = dict(zip(order, await asyncio.gather(*tasks), strict=True))
                 eids = [eids[i] for i in range(n)]
             else:
                 eids = [await s for s in starts]

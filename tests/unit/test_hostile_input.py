@@ -1018,6 +1018,7 @@ def quiet_logs():
 GENERATED_MIN = 10_000
 
 
+@pytest.mark.slow
 def test_generated_requests(tmp_path, monkeypatch):
     """More than GENERATED_MIN generated requests in sequences, against one server whose
     state builds up: every reply is 200, 404 or 500 as it should be, no refusal changes
