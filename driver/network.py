@@ -28,6 +28,7 @@ from .kernel.sysctl import Sysctl
 from .options import parse_network_options
 from .portmap import parse_portmap
 from .publish import Publisher
+from .rollback import Rollback
 from .rules import DOCKER_BRIDGE, NetworkPolicy, Rule, binding_rules, docker_bridge_rules, network_rules
 from .wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, IPAMData, InterfaceName,
@@ -139,12 +140,10 @@ class NetworkDriver:
             self.in_flight.add(net.network_id)
             self._creating[net.network_id] = net
             try:
-                created = await self._ensure_network_kernel(net)
-                try:
+                async with Rollback(f"network {nid}") as undo:
+                    created = await self._ensure_network_kernel(net)
+                    undo.push(lambda: self._remove_network_kernel(net, created), f"bridge {net.bridge} and its rules")
                     await self.db.write(lambda c: store.insert_network(c, net))
-                except BaseException:
-                    await _collect(self._remove_network_kernel(net, created))
-                    raise
                 self.networks[net.network_id] = net
             finally:
                 self.in_flight.discard(net.network_id)
@@ -184,16 +183,14 @@ class NetworkDriver:
             await self._ensure_endpoint_kernel(net, ep)
             gateways = [] if net.options.internal else [
                 g.ip for g, a in ((net.gateway4, ep.address), (net.gateway6, ep.address6)) if g and a]
-            try:
+            async with Rollback(f"endpoint {naming.short(ep.endpoint_id)}") as undo:
+                # Undone, so the next pass sees the veth missing and tries again.
+                undo.push(lambda: links.delete_link(self.ipr, ep.host_if), f"veth {ep.host_if}")
                 sandbox = self.local_sandbox(ep.sandbox)
                 await links.move_to_netns(self.ipr, ep.peer_if, sandbox)
                 async with AsyncIPRoute(netns=sandbox, flags=0) as inner:
                     name = await links.configure_container_interface(
                         inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
-            except BaseException:
-                # Undone, so the next pass sees the veth missing and tries again.
-                await _collect(links.delete_link(self.ipr, ep.host_if))
-                raise
         log.warning("endpoint %s: rebuilt its veth into the container as %s",
                     naming.short(ep.endpoint_id), name)
         return True
@@ -213,19 +210,15 @@ class NetworkDriver:
         index, created = await links.ensure_bridge(
             self.ipr, net.bridge, naming.network_alias(net.network_id), mtu=net.options.mtu,
             adopt_unmarked=adopt)
-        try:
+        async with Rollback(f"network {naming.short(net.network_id)}") as undo:
+            if created:
+                undo.push(lambda: links.delete_link(self.ipr, net.bridge), f"bridge {net.bridge}")
             await links.ensure_addresses(self.ipr, index, net.bridge, net.bridge_gateways)
             await self._ensure_sysctls(net)
             if with_rules:
+                if self.networks.get(net.network_id) is not net:  # a saved network keeps its rules
+                    undo.push(lambda: self.firewall.remove(self.network_rules(net)), "its firewall rules")
                 await self.firewall.ensure([self.network_rules(net)])
-        except BaseException:
-            # Undo, best effort: the original error is the one to report. A saved
-            # network keeps its rules: this call did not add them.
-            if with_rules and self.networks.get(net.network_id) is not net:
-                await _collect(self.firewall.remove(self.network_rules(net)))
-            if created:
-                await _collect(links.delete_link(self.ipr, net.bridge))
-            raise
         return created
 
     @staticmethod
@@ -315,13 +308,10 @@ class NetworkDriver:
                 return _endpoint_reply(existing)
             self.in_flight.add(ep.endpoint_id)
             try:
-                created = await self._ensure_endpoint_kernel(net, ep)
-                try:
+                async with Rollback(f"endpoint {naming.short(ep.endpoint_id)}") as undo:
+                    if await self._ensure_endpoint_kernel(net, ep):
+                        undo.push(lambda: links.delete_link(self.ipr, ep.host_if), f"veth {ep.host_if}")
                     await self.db.write(lambda c: store.insert_endpoint(c, ep))
-                except BaseException:
-                    if created:
-                        await links.delete_link(self.ipr, ep.host_if)
-                    raise
                 self.endpoints[ep.endpoint_id] = ep
             finally:
                 self.in_flight.discard(ep.endpoint_id)
@@ -445,17 +435,19 @@ class NetworkDriver:
             if not requests:
                 return Empty()
             others = [(e, b) for e in self.endpoints.values() if e is not ep for b in e.bindings]
-            bindings = self.publisher.bind(net, ep, requests, others)
+            bindings = self.publisher.bind(net, ep, requests, others)  # all held, or none
             ep.bindings = bindings
             rules = self.binding_rules(ep)
-            try:
+
+            def forget() -> None:
+                ep.bindings = []
+
+            async with Rollback(f"endpoint {eid}") as undo:  # undone last-pushed first:
+                undo.push(lambda: self.firewall.remove(rules), "its port rules")
+                undo.push(lambda: self.publisher.release(ep.endpoint_id), "its host ports")
+                undo.push(forget, "its bindings")  # first, so no firewall check puts the rules back
                 await self.firewall.ensure([rules])
                 await self.db.write(lambda c: store.set_bindings(c, ep.endpoint_id, bindings))
-            except BaseException:
-                ep.bindings = []
-                self.publisher.release(ep.endpoint_id)
-                await _collect(self.firewall.remove(rules))
-                raise
         log.info("endpoint %s: published %s", eid, ", ".join(str(b) for b in bindings))
         return Empty()
 

@@ -8,6 +8,7 @@ long as the mapping exists.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -61,15 +62,14 @@ class Publisher:
         """Choose and hold host ports for every request: all of them or none."""
         bindings: list[Binding] = []
         sockets: list[socket.socket] = []
-        try:
+        with contextlib.ExitStack() as undo:  # a failure closes what was bound so far
             for req in requests:
                 got = self._bind_one(req, host_addresses(req, net, ep), others)
                 bindings += [b for b, _ in got]
                 sockets += [s for _, s in got]
-        except BaseException:
-            for sock in sockets:
-                sock.close()
-            raise
+                for _, sock in got:
+                    undo.callback(sock.close)
+            undo.pop_all()  # all bound: keep them
         self._held.setdefault(ep.endpoint_id, []).extend(sockets)
         return bindings
 
