@@ -11,7 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 from driver.db import Database
-from ipam import store
+from ipam.store import sqlite as store
 from ipam.addr import parse_network
 from ipam.allocator import PoolAllocator
 from ipam.errors import PoolExhausted
@@ -33,7 +33,7 @@ async def _pool(path: Path, subnet: str):
     db = Database(str(path))
     await db.open([store.SCHEMA])
     try:
-        svc = IpamService(db, [])
+        svc = IpamService(store.SqliteIpamStore(db), [])
         yield db, svc, (await svc.request_pool(RequestPoolRequest(Pool=subnet))).PoolID
     finally:
         await db.close()
@@ -82,7 +82,7 @@ async def _big_pool(tmp: Path, subnet: str, count: int) -> dict:
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         t0 = time.perf_counter()
-        again = IpamService(db, [])
+        again = IpamService(store.SqliteIpamStore(db), [])
         await again.load()
         load_s = time.perf_counter() - t0
         load_mem = tracemalloc.get_traced_memory()[0] - base

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pyroute2 import AsyncIPRoute
 
-from ipam import store as ipam_store
+from ipam.store import sqlite as ipam_store
 from ipam.pools import parse_default_pools
 from ipam.service import IpamService
 
@@ -61,7 +61,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
     driver = NetworkDriver(db, ipr, firewall, config.netns_dirs, Sysctl(root=config.sysctl_root),
                            netns_mount=config.netns_mount)
-    ipam = IpamService(db, defaults, host_routes=lambda: links.host_routes(ipr),
+    ipam = IpamService(ipam_store.SqliteIpamStore(db), defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=driver.holder_of, network_using=driver.network_using,
                        on_release=driver.address_released)
     await driver.load()

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Optional, Protocol
+from typing import Awaitable, Callable, Optional
 
-from . import store
 from .addr import IPAddress, IPNetwork, parse_address, parse_network
 from .allocator import PoolAllocator
 from .errors import (AddressInUse, InvalidRequest, IpamError, PoolExhausted, PoolNotFound,
                      PoolOverlap)
 from .pools import DefaultPool, choose_pool
+from .store import IpamStore
 from .wire import (AddressSpacesResponse, CapabilitiesResponse, Empty, ReleaseAddressRequest,
                    ReleasePoolRequest, RequestAddressRequest, RequestAddressResponse,
                    RequestPoolRequest, RequestPoolResponse)
@@ -29,11 +29,6 @@ GATEWAY_TYPE = "com.docker.network.gateway"
 # --ipam-opt keys pynet understands. Keys under com.docker. are Docker's own
 # and are accepted and ignored.
 IPAM_OPTIONS: dict[str, str] = {}
-
-
-class Db(Protocol):
-    async def write(self, fn): ...
-    async def read(self, fn): ...
 
 
 # Who holds an address or a pool, for error messages: answered by the driver,
@@ -65,12 +60,12 @@ def pool_id_for(address_space: str, pool: IPNetwork, sub_pool: Optional[IPNetwor
 
 
 class IpamService:
-    def __init__(self, db: Db, defaults: list[DefaultPool],
+    def __init__(self, store: IpamStore, defaults: list[DefaultPool],
                  host_routes: Optional[RouteSource] = None,
                  holder_of: Optional[HolderLookup] = None,
                  network_using: Optional[PoolUserLookup] = None,
                  on_release: Optional[ReleaseHook] = None) -> None:
-        self.db = db
+        self.store = store
         self.defaults = defaults
         self._host_routes = host_routes
         self._holder_of = holder_of
@@ -79,7 +74,7 @@ class IpamService:
         self.pools: dict[str, Pool] = {}
 
     async def load(self) -> None:
-        rows = await self.db.read(store.load_pools)
+        rows = await self.store.load_pools()
         for row in rows:
             sub = parse_network(row.sub_pool) if row.sub_pool else None
             cursor = int(row.cursor) if row.cursor else None
@@ -146,8 +141,7 @@ class IpamService:
         pool = Pool(pool_id, space, PoolAllocator(subnet, sub_pool), options)
         self.pools[pool_id] = pool
         try:
-            await self.db.write(lambda c: store.insert_pool(
-                c, pool_id, space, str(subnet), str(sub_pool or ""), options))
+            await self.store.insert_pool(pool_id, space, str(subnet), str(sub_pool or ""), options)
         except BaseException:
             self.pools.pop(pool_id, None)
             raise
@@ -172,7 +166,7 @@ class IpamService:
         if pool is None:
             return Empty()  # releases are idempotent
         try:
-            await self.db.write(lambda c: store.delete_pool(c, req.PoolID))
+            await self.store.delete_pool(req.PoolID)
         except BaseException:
             self.pools[req.PoolID] = pool
             raise
@@ -215,7 +209,7 @@ class IpamService:
         if kind != "dynamic":
             pool.kinds[addr] = kind
         try:
-            await self.db.write(lambda c: store.insert_address(c, pool.pool_id, str(addr), kind, cursor))
+            await self.store.claim_address(pool.pool_id, str(addr), kind, cursor)
         except BaseException:
             alloc.release(addr)
             pool.kinds.pop(addr, None)
@@ -246,7 +240,7 @@ class IpamService:
             return Empty()
         kind = pool.kinds.pop(addr, None)
         try:
-            await self.db.write(lambda c: store.delete_address(c, pool.pool_id, str(addr)))
+            await self.store.release_address(pool.pool_id, str(addr))
         except BaseException:
             pool.allocator.reserve(addr)
             if kind:
@@ -272,13 +266,13 @@ class IpamService:
         pool = self._pool_of(subnet)
         if pool is None:
             return []
-        rows = await self.db.read(lambda c: store.addresses_older_than(c, pool.pool_id, min_age))
+        rows = await self.store.addresses_older_than(pool.pool_id, min_age)
         return [addr for addr, kind in ((parse_address(t), k) for t, k in rows)
                 if kind != "gateway" and addr not in held]
 
     async def allocated(self) -> list[tuple[str, str, str]]:
         """(pool ID, address, kind) of every address held, from the saved state."""
-        return await self.db.read(store.all_addresses)
+        return await self.store.all_addresses()
 
     async def release_in(self, subnet: IPNetwork, addr: IPAddress) -> None:
         """Release an address of `subnet`'s pool, as if Docker had."""
@@ -286,13 +280,6 @@ class IpamService:
         if pool is not None:
             await self.release_address(ReleaseAddressRequest(PoolID=pool.pool_id, Address=str(addr)))
             log.warning("pool %s: address %s released: no endpoint holds it", pool.pool_id, addr)
-
-    async def reclaim(self, subnet: IPNetwork, held: set[IPAddress], min_age: float) -> list[IPAddress]:
-        """Release the addresses `unheld` finds."""
-        released = await self.unheld(subnet, held, min_age)
-        for addr in released:
-            await self.release_in(subnet, addr)
-        return released
 
 
 def check_pool_options(options: dict[str, str]) -> dict[str, str]:

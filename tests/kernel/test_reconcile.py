@@ -42,7 +42,8 @@ from driver.network import NetworkDriver
 from driver.reconcile import Reconciler
 from driver.rules import (CHAINS, DNAT, FAMILIES, FORWARD, ISOLATION, POSTROUTING, base_chain_rules,
                           base_jumps)
-from ipam import store as ipam_store, wire as ipam_wire
+from ipam import wire as ipam_wire
+from ipam.store import sqlite as ipam_store
 from ipam.addr import parse_address
 from ipam.pools import parse_default_pools
 from ipam.service import GATEWAY_TYPE, LOCAL_SPACE, IpamService
@@ -156,7 +157,7 @@ async def pynet(ns, tmp_path, sandboxes):
         ipr = AsyncIPRoute(netns=ns.name, flags=0)
         driver = NetworkDriver(db, ipr, Firewall(Iptables(prefix=prefix)), netns_dirs=(sandboxes.dir,),
                                sysctl=Sysctl(prefix=prefix))
-        ipam = IpamService(db, parse_default_pools(DEFAULT_POOLS),
+        ipam = IpamService(ipam_store.SqliteIpamStore(db), parse_default_pools(DEFAULT_POOLS),
                            host_routes=lambda: links.host_routes(ipr), holder_of=driver.holder_of,
                            network_using=driver.network_using, on_release=driver.address_released)
         p = Pynet(db, ipr, driver, ipam, Reconciler(driver, ipam.unheld, ipam.release_in, min_age=min_age))

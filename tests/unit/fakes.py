@@ -23,7 +23,7 @@ from driver.errors import Conflict, InvalidRequest
 from driver.kernel import links
 from driver.network import DEFAULT_NETNS_DIRS, NetworkDriver
 from driver.server import make_app
-from ipam import store as ipam_store
+from ipam.store import sqlite as ipam_store
 from ipam.addr import make_address
 from ipam.pools import parse_default_pools
 from ipam.service import IpamService
@@ -380,7 +380,7 @@ async def build_harness(tmp_path, monkeypatch, ipr: Optional[FakeIPRoute] = None
     monkeypatch.setattr(kernel_ports, "port_of", ports.port_of)
     driver = NetworkDriver(db, ipr, firewall, DEFAULT_NETNS_DIRS, sysctl=sysctl)
     # Small automatic pools keep the state (and its snapshots) small.
-    ipam = IpamService(db, parse_default_pools("10.200.0.0/26/28,fd70:796e:6574::/122/124"),
+    ipam = IpamService(ipam_store.SqliteIpamStore(db), parse_default_pools("10.200.0.0/26/28,fd70:796e:6574::/122/124"),
                        host_routes=lambda: links.host_routes(ipr),
                        holder_of=driver.holder_of, network_using=driver.network_using,
                        on_release=driver.address_released)

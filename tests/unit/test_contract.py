@@ -1,6 +1,7 @@
-"""The server is typed against two contracts; these check that what stands
-behind them (the bridge driver, the IPAM service, the tests' fake) offers
-every call, async, with the same parameters. mypy checks the types."""
+"""The server is typed against two contracts, and the IPAM against its
+store's; these check that what stands behind them (the bridge driver, the
+IPAM service, the tests' fake, the SQLite store) offers every call, async,
+with the same parameters. mypy checks the types."""
 
 import inspect
 
@@ -11,6 +12,8 @@ from driver.network import NetworkDriver
 from driver.server import routes
 from ipam.contract import IpamApi
 from ipam.service import IpamService
+from ipam.store import IpamStore
+from ipam.store.sqlite import SqliteIpamStore
 
 from .test_wire import FakeDriver
 
@@ -20,7 +23,7 @@ def calls(protocol) -> list[str]:
 
 
 @pytest.mark.parametrize("impl, protocol", [(NetworkDriver, NetworkApi), (FakeDriver, NetworkApi),
-                                            (IpamService, IpamApi)])
+                                            (IpamService, IpamApi), (SqliteIpamStore, IpamStore)])
 def test_every_call_of_the_contract_is_there_and_async(impl, protocol):
     assert calls(protocol)
     for name in calls(protocol):

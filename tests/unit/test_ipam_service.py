@@ -9,7 +9,7 @@ import ipaddress
 import pytest
 
 from driver.db import Database
-from ipam import store
+from ipam.store import sqlite as store
 from ipam.errors import AddressInUse, AddressOutOfPool, InvalidRequest, PoolExhausted, PoolOverlap
 from ipam.pools import parse_default_pools
 from ipam.service import GATEWAY_TYPE, GLOBAL_SPACE, LOCAL_SPACE, IpamService, pool_id_for
@@ -51,7 +51,7 @@ async def db(db_path):
 
 @pytest.fixture
 async def ipam(db):
-    service = IpamService(db, parse_default_pools(DEFAULTS))
+    service = IpamService(store.SqliteIpamStore(db), parse_default_pools(DEFAULTS))
     await service.load()
     return service
 
@@ -67,7 +67,7 @@ async def request(ipam, pool_id, address="", options=None):
 
 
 async def rows(db):
-    return {r.pool_id: r for r in await db.read(store.load_pools)}
+    return {r.pool_id: r for r in await store.SqliteIpamStore(db).load_pools()}
 
 
 # --- RequestPool -----------------------------------------------------------
@@ -109,7 +109,7 @@ async def test_pool_id_is_deterministic(tmp_path):
         database = Database(str(tmp_path / name))
         await database.open([store.SCHEMA])
         try:
-            service = IpamService(database, parse_default_pools(DEFAULTS))
+            service = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
             explicit = await service.request_pool(pool_req("10.1.0.0/24", "10.1.0.128/25"))
             auto = await service.request_pool(pool_req())
             answers.append((explicit.PoolID, auto.PoolID))
@@ -135,7 +135,7 @@ async def test_auto_pools_are_new_each_call_while_held(ipam):
 
 async def test_auto_pool_skips_host_routes(db):
     routes = Routes("10.200.0.0/23", "192.168.1.0/24", "fd70:796e:6574::/64")
-    service = IpamService(db, parse_default_pools(DEFAULTS), host_routes=routes)
+    service = IpamService(store.SqliteIpamStore(db), parse_default_pools(DEFAULTS), host_routes=routes)
     assert (await service.request_pool(pool_req())).Pool == "10.200.2.0/24"
     assert (await service.request_pool(pool_req())).Pool == "10.200.3.0/24"
     with pytest.raises(PoolExhausted):
@@ -145,7 +145,7 @@ async def test_auto_pool_skips_host_routes(db):
 
 
 async def test_auto_pool_exhausted_when_routes_cover_everything(db):
-    service = IpamService(db, parse_default_pools(DEFAULTS), host_routes=Routes("10.0.0.0/8"))
+    service = IpamService(store.SqliteIpamStore(db), parse_default_pools(DEFAULTS), host_routes=Routes("10.0.0.0/8"))
     with pytest.raises(PoolExhausted, match="--subnet"):
         await service.request_pool(pool_req())
     assert service.pools == {}
@@ -173,7 +173,7 @@ async def test_overlap_refused_naming_the_pool(ipam):
 async def test_overlap_refused_naming_the_network(db):
     net_id = "ab" * 32
     users = {}
-    service = IpamService(db, parse_default_pools(DEFAULTS),
+    service = IpamService(store.SqliteIpamStore(db), parse_default_pools(DEFAULTS),
                           network_using=lambda net: users.get(net))
     reply = await service.request_pool(pool_req("10.1.0.0/24"))
     users[N(reply.Pool)] = net_id  # CreateNetwork happened
@@ -309,7 +309,7 @@ async def test_duplicate_address_names_holder_from_lookup(db):
     async def holder_of(pool, addr):
         return f"endpoint 0123456789ab on network {pool}" if addr == A("10.1.0.7") else None
 
-    service = IpamService(db, parse_default_pools(DEFAULTS), holder_of=holder_of)
+    service = IpamService(store.SqliteIpamStore(db), parse_default_pools(DEFAULTS), holder_of=holder_of)
     pool_id = (await service.request_pool(pool_req("10.1.0.0/24"))).PoolID
     await request(service, pool_id, "10.1.0.7")
     with pytest.raises(AddressInUse, match="in use by endpoint 0123456789ab on network 10.1.0.0/24"):
@@ -363,7 +363,7 @@ async def test_released_gateway_can_be_requested_again(ipam, pool24):
 async def test_state_survives_a_restart(db_path):
     database = Database(db_path)
     await database.open([store.SCHEMA])
-    service = IpamService(database, parse_default_pools(DEFAULTS))
+    service = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
     explicit = (await service.request_pool(pool_req("10.1.0.0/24", "10.1.0.128/26"))).PoolID
     auto = (await service.request_pool(pool_req())).PoolID
     v6 = (await service.request_pool(pool_req("fd00:1::/64", v6=True))).PoolID
@@ -382,7 +382,7 @@ async def test_state_survives_a_restart(db_path):
     database = Database(db_path)
     await database.open([store.SCHEMA])
     try:
-        again = IpamService(database, parse_default_pools(DEFAULTS))
+        again = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
         await again.load()
         assert set(again.pools) == {explicit, auto, v6}
         pool = again.pools[explicit]

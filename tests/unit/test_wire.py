@@ -15,7 +15,7 @@ from driver.db import Database
 from driver.errors import Conflict
 from driver.contract import NetworkApi
 from driver.server import CONTENT_TYPE, MAX_BODY, make_app
-from ipam import store as ipam_store
+from ipam.store import sqlite as ipam_store
 from ipam.pools import parse_default_pools
 from ipam.service import IpamService
 
@@ -98,7 +98,7 @@ def _typed(driver: FakeDriver) -> NetworkApi:
 async def ipam(tmp_path):
     db = Database(str(tmp_path / "pynet.db"))
     await db.open([ipam_store.SCHEMA])
-    service = IpamService(db, parse_default_pools("10.200.0.0/16/24,fd70:796e:6574::/48/64"))
+    service = IpamService(ipam_store.SqliteIpamStore(db), parse_default_pools("10.200.0.0/16/24,fd70:796e:6574::/48/64"))
     await service.load()
     yield service
     await db.close()
