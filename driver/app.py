@@ -20,7 +20,7 @@ from ipam.store import sqlite as ipam_store
 from ipam.pools import parse_default_pools
 from ipam.service import IpamService
 
-from . import store as driver_store
+from .bridge import store as driver_store
 from .config import IPTABLES, Config
 from .db import Database
 from .firewall import Firewall
@@ -29,7 +29,7 @@ from .kernel.firewall import Iptables
 from .kernel.sysctl import Sysctl
 from .debug import DebugApi, state_counts
 from .metrics import Metrics
-from .network import NetworkDriver
+from .bridge import NetworkDriver
 from .periodic import every
 from .reconcile import Reconciler
 from .listener import PluginSocket

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ipam.pools import DEFAULT_POOLS_TEXT
 
-from .network import DEFAULT_NETNS_DIRS
+from .kernel.netns import DEFAULT_NETNS_DIRS
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
 DEFAULT_STATE_DIR = "/var/lib/pynet"

@@ -24,7 +24,7 @@ from . import __version__
 from .config import Config
 from .kernel import links
 from .metrics import Metrics
-from .network import NetworkDriver
+from .bridge import NetworkDriver
 from .reconcile import Reconciler
 
 

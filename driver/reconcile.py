@@ -29,7 +29,7 @@ from . import naming
 from .errors import DriverError
 from .kernel import links, netns
 from .kernel.sysctl import sysctl_name
-from .network import NetworkDriver
+from .bridge import NetworkDriver
 from .periodic import every
 from .rules import CHAINS, Rule, plan_sync
 

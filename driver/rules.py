@@ -1,4 +1,6 @@
-"""Which firewall rules pynet wants: pure functions, no I/O.
+"""pynet's firewall chains, and how a set of wanted rules becomes an
+iptables-restore batch: pure functions, no I/O. Each network mode says which
+rules it wants (bridge/rules.py, publish/rules.py).
 
 Rules are written in the exact form `iptables -S` prints them (e.g. with the
 implicit `-m tcp`), so what is installed can be compared with what is wanted
@@ -25,7 +27,6 @@ from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 from .kernel.firewall import Snapshot
-from .portmap import Binding
 
 FORWARD = "PYNET-FORWARD"
 ISOLATION = "PYNET-ISOLATION"
@@ -59,21 +60,7 @@ class Rule:
         return " ".join(self.spec)
 
 
-@dataclass(frozen=True)
-class NetworkPolicy:
-    """What one network's rules depend on."""
-
-    bridge: str
-    tag: str  # comment on each rule: pynet:<network id>
-    subnets4: tuple[str, ...] = ()
-    subnets6: tuple[str, ...] = ()
-    icc: bool = True
-    masquerade4: bool = True
-    masquerade6: bool = False
-    internal: bool = False
-
-
-def _c(tag: str) -> tuple[str, ...]:
+def comment(tag: str) -> tuple[str, ...]:
     # iptables-save quotes comments; iptables-restore reads the quotes back.
     return ("-m", "comment", "--comment", f'"{tag}"')
 
@@ -102,70 +89,6 @@ def docker_bridge_rules(bridges: Iterable[str]) -> list[Rule]:
     covered by each network's own final drop)."""
     return [Rule(f, "filter", ISOLATION_2, ("-o", b, "-j", "DROP"))
             for b in sorted(bridges) for f in FAMILIES]
-
-
-def network_rules(p: NetworkPolicy) -> list[Rule]:
-    """Every filter and nat rule of one network, in the order they must stand."""
-    br = p.bridge
-    rules: list[Rule] = []
-    for f in FAMILIES:
-        subnets = p.subnets4 if f == 4 else p.subnets6
-        masquerade = p.masquerade4 if f == 4 else p.masquerade6
-
-        def add(table: str, chain: str, *matches: str, target: str, family: int = f) -> None:
-            # matches, then the comment, then the target: the order iptables -S prints
-            rules.append(Rule(family, table, chain, (*matches, *_c(p.tag), "-j", target)))
-
-        # Isolation: leaving this bridge for another bridge. Traffic within the
-        # bridge returns first, whatever the bridge is called.
-        add("filter", ISOLATION, "-i", br, "-o", br, target="RETURN")
-        add("filter", ISOLATION, "-i", br, "!", "-o", br, target=ISOLATION_2)
-        add("filter", ISOLATION_2, "-o", br, target="DROP")
-
-        # Inside the bridge (with br_netfilter, even this is filtered).
-        if p.icc:
-            add("filter", FORWARD, "-i", br, "-o", br, target="ACCEPT")
-        else:
-            # Published ports stay reachable from neighbours through the host address.
-            add("filter", FORWARD, "-i", br, "-o", br, "-m", "conntrack", "--ctstate", "DNAT",
-                target="ACCEPT")
-            add("filter", FORWARD, "-i", br, "-o", br, target="DROP")
-        if p.internal:
-            add("filter", FORWARD, "-i", br, target="DROP")
-            add("filter", FORWARD, "-o", br, target="DROP")
-            continue
-        if f == 4:
-            # route_localnet (for ports published on 127.0.0.1) would also let
-            # containers reach the host's loopback services (CVE-2020-8558):
-            # only replies and forwarded ports may come in that way.
-            add("filter", INPUT, "-d", "127.0.0.0/8", "-i", br, "-m", "conntrack", "!", "--ctstate",
-                "RELATED,ESTABLISHED,DNAT", target="DROP")
-        add("filter", FORWARD, "-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
-            target="ACCEPT")
-        add("filter", FORWARD, "-o", br, "-m", "conntrack", "--ctstate", "DNAT", target="ACCEPT")
-        add("filter", FORWARD, "-i", br, target="ACCEPT")
-        add("filter", FORWARD, "-o", br, target="DROP")
-
-        # Published ports reached from the host itself (127.0.0.1 or its own
-        # addresses) or by a neighbour through the host (hairpin): the reply
-        # must come back through the host, so the source becomes the gateway.
-        add("nat", POSTROUTING, "-o", br, "-m", "addrtype", "--src-type", "LOCAL",
-            "-m", "conntrack", "--ctstate", "DNAT", target="MASQUERADE")
-        for subnet in subnets:
-            add("nat", POSTROUTING, "-s", subnet, "-o", br, "-m", "conntrack", "--ctstate", "DNAT",
-                target="MASQUERADE")
-            if masquerade:
-                add("nat", POSTROUTING, "-s", subnet, "!", "-o", br, target="MASQUERADE")
-    return rules
-
-
-def binding_rules(b: Binding, tag: str) -> list[Rule]:
-    """The DNAT rule of one published port."""
-    host_len = 32 if b.family == 4 else 128
-    dest = () if b.any_address else ("-d", f"{b.host_ip}/{host_len}")
-    target = f"{b.container_ip}:{b.port}" if b.family == 4 else f"[{b.container_ip}]:{b.port}"
-    return [Rule(b.family, "nat", DNAT, (*dest, "-p", b.proto, "-m", b.proto, "--dport", str(b.host_port),
-                                         *_c(tag), "-j", "DNAT", "--to-destination", target))]
 
 
 def jump_position(forward_rules: Sequence[str]) -> Optional[int]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+# Where Docker mounts them: its default exec root (/var/run is /run on Debian).
+DEFAULT_NETNS_DIRS = ("/var/run/docker/netns", "/run/docker/netns")
+
 
 def is_alive(path: str) -> bool:
     """Whether a SandboxKey still names a network namespace.

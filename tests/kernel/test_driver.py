@@ -4,14 +4,16 @@ import asyncio
 
 import pytest
 
-from driver import naming, store, wire
+from driver import naming, wire
+from driver.bridge import store
 from driver.db import Database
 from driver.errors import Conflict, InvalidRequest, KernelError, NotFound
 from driver.firewall import Firewall
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
-from driver.rules import FORWARD as FORWARD_CHAIN, ISOLATION, NetworkPolicy, network_rules
-from driver.network import NetworkDriver
+from driver.bridge.rules import NetworkPolicy, network_rules
+from driver.rules import FORWARD as FORWARD_CHAIN, ISOLATION
+from driver.bridge import NetworkDriver
 
 pytestmark = pytest.mark.kernel
 

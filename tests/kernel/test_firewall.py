@@ -10,16 +10,19 @@ import ipaddress
 
 import pytest
 
-from driver import store, wire
+from driver import wire
+from driver.bridge import store
 from driver.db import Database
 from driver.errors import KernelError
 from driver.firewall import Firewall
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
-from driver.network import NetworkDriver
-from driver.portmap import Binding
-from driver.rules import (DNAT, FAMILIES, FORWARD, ISOLATION, ISOLATION_2, POSTROUTING, NetworkPolicy,
-                          Rule, base_chain_rules, base_jumps, binding_rules, network_rules, plan_sync)
+from driver.bridge import NetworkDriver
+from driver.publish.portmap import Binding
+from driver.bridge.rules import NetworkPolicy, network_rules
+from driver.publish.rules import binding_rules
+from driver.rules import (DNAT, FAMILIES, FORWARD, ISOLATION, ISOLATION_2, POSTROUTING, Rule, base_chain_rules,
+                          base_jumps, plan_sync)
 
 pytestmark = pytest.mark.kernel
 

@@ -32,13 +32,14 @@ from typing import Optional
 import pytest
 from pyroute2 import AsyncIPRoute
 
-from driver import naming, store as driver_store, wire
+from driver import naming, wire
+from driver.bridge import store as driver_store
 from driver.db import Database
 from driver.firewall import Firewall
 from driver.kernel import links
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
-from driver.network import NetworkDriver
+from driver.bridge import NetworkDriver
 from driver.reconcile import Reconciler
 from driver.rules import (CHAINS, DNAT, FAMILIES, FORWARD, ISOLATION, POSTROUTING, base_chain_rules,
                           base_jumps)

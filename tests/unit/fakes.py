@@ -17,11 +17,12 @@ from typing import Any, Optional
 from pyroute2.netlink.exceptions import NetlinkError
 
 import driver.kernel.ports as kernel_ports
-from driver import store as driver_store
+from driver.bridge import store as driver_store
 from driver.db import Database
 from driver.errors import Conflict, InvalidRequest
 from driver.kernel import links
-from driver.network import DEFAULT_NETNS_DIRS, NetworkDriver
+from driver.bridge import NetworkDriver
+from driver.kernel.netns import DEFAULT_NETNS_DIRS
 from driver.server import make_app
 from ipam.store import sqlite as ipam_store
 from ipam.addr import make_address

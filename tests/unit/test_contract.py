@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from driver.contract import NetworkApi
-from driver.network import NetworkDriver
+from driver.bridge import NetworkDriver
 from driver.server import routes
 from ipam.contract import IpamApi
 from ipam.service import IpamService

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from driver import naming, store, wire
+from driver import naming, wire
+from driver.bridge import store
 from driver.errors import Conflict
 
 from .fakes import _id, build_harness

@@ -44,8 +44,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driver.options import OPTIONS
-from driver.portmap import EXPOSED, PORTMAP
+from driver.bridge.options import OPTIONS
+from driver.publish.portmap import EXPOSED, PORTMAP
 from driver.server import CONTENT_TYPE, MAX_BODY, routes
 
 ACCEPT = {"Accept": "application/vnd.docker.plugins.v1.2+json"}

@@ -4,7 +4,7 @@ import pytest
 
 from driver import naming
 from driver.errors import InvalidRequest
-from driver.options import (BRIDGE_NAME, ENABLE_IPV6, GENERIC, INTERNAL, OPTIONS, NetworkOptions,
+from driver.bridge.options import (BRIDGE_NAME, ENABLE_IPV6, GENERIC, INTERNAL, OPTIONS, NetworkOptions,
                             parse_network_options)
 
 

@@ -3,10 +3,10 @@ import ipaddress
 import pytest
 
 from driver.errors import Conflict, InvalidRequest
-from driver.options import NetworkOptions
-from driver.portmap import PORTMAP, Binding, PortRequest, parse_portmap
-from driver.publish import Publisher, host_addresses
-from driver.store import Endpoint, Network
+from driver.bridge.options import NetworkOptions
+from driver.bridge.store import Endpoint, Network
+from driver.publish.portmap import PORTMAP, Binding, PortRequest, parse_portmap
+from driver.publish.publisher import Publisher, host_addresses
 from ipam.addr import parse_interface
 
 A = ipaddress.ip_address

@@ -14,10 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from driver.kernel.firewall import Snapshot, parse_save
-from driver.portmap import Binding
-from driver.rules import (ALLOWED_BEFORE_JUMP, CHAINS, DNAT, FAMILIES, FORWARD, INPUT,
-                          ISOLATION, ISOLATION_2, POSTROUTING, NetworkPolicy, Rule, base_chain_rules,
-                          base_jumps, binding_rules, docker_bridge_rules, jump_position, network_rules,
+from driver.publish.portmap import Binding
+from driver.bridge.rules import NetworkPolicy, network_rules
+from driver.publish.rules import binding_rules
+from driver.rules import (ALLOWED_BEFORE_JUMP, CHAINS, DNAT, FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2,
+                          POSTROUTING, Rule, base_chain_rules, base_jumps, docker_bridge_rules, jump_position,
                           plan_remove, plan_sync)
 
 A = ipaddress.ip_address

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ipam.addr import IPAddress
 
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 
 PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
 PORTMAP = "com.docker.network.portmap"

@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Optional
 
-from . import naming
-from .errors import InvalidRequest
+from .. import naming
+from ..errors import InvalidRequest
 
 BRIDGE_NAME = "com.docker.network.bridge.name"
 ENABLE_ICC = "com.docker.network.bridge.enable_icc"

@@ -15,7 +15,7 @@ from typing import Optional
 from ipam.addr import IPAddress, IPInterface, IPNetwork, parse_address, parse_interface, parse_network
 
 from .options import NetworkOptions
-from .portmap import Binding
+from ..publish.portmap import Binding
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS networks (

@@ -10,36 +10,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import time
 from collections import defaultdict
 from typing import Optional, Sequence
 
 from pyroute2 import AsyncIPRoute
 
-from ipam.addr import IPAddress, IPNetwork, parse_address, parse_interface, parse_network
+from ipam.addr import IPAddress, IPNetwork
 
-from . import naming, store
-from .db import Database
-from .errors import Conflict, DriverError, InvalidRequest, KernelError, NotFound
-from .firewall import Firewall
-from .kernel import links
-from .kernel.sysctl import Sysctl
+from .. import naming
+from ..db import Database
+from ..errors import Conflict, DriverError, InvalidRequest, KernelError, NotFound
+from ..firewall import Firewall
+from ..kernel import links
+from ..kernel.netns import DEFAULT_NETNS_DIRS
+from ..kernel.sysctl import Sysctl
+from ..publish.portmap import parse_portmap
+from ..publish.publisher import Publisher
+from ..publish.rules import binding_rules
+from ..rollback import Rollback
+from ..rules import DOCKER_BRIDGE, Rule, docker_bridge_rules
+from . import store
 from .options import parse_network_options
-from .portmap import parse_portmap
-from .publish import Publisher
-from .rollback import Rollback
-from .rules import DOCKER_BRIDGE, NetworkPolicy, Rule, binding_rules, docker_bridge_rules, network_rules
-from .wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
-                   CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, IPAMData, InterfaceName,
-                   InterfaceReply, JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
+from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request, policy
+from .rules import network_rules
+from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
+                   CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, InterfaceName,
+                   JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
                    ProgramExternalConnectivityRequest)
 
 log = logging.getLogger("pynet.driver")
 
-DEFAULT_NETNS_DIRS = ("/var/run/docker/netns", "/run/docker/netns")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_SANDBOX = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Docker's are 12 hex digits
 
 
 class NetworkDriver:
@@ -78,7 +79,7 @@ class NetworkDriver:
         log.info("driver: loaded %d networks, %d endpoints", len(self.networks), len(self.endpoints))
 
     def network_rules(self, net: store.Network) -> list[Rule]:
-        return network_rules(_policy(net))
+        return network_rules(policy(net))
 
     async def refresh_docker_bridges(self) -> None:
         found = await links.dump_links(self.ipr)
@@ -111,20 +112,8 @@ class NetworkDriver:
 
     # --- networks ----------------------------------------------------------
 
-    def _network_from_request(self, req: CreateNetworkRequest) -> store.Network:
-        nid = naming.short(req.NetworkID)
-        opts = parse_network_options(req.Options or {})
-        ipv4 = [_subnet(nid, d, 4) for d in req.IPv4Data or []]
-        ipv6 = [_subnet(nid, d, 6) for d in req.IPv6Data or []] if opts.ipv6 else []
-        if opts.ipv6 and not ipv6:
-            raise InvalidRequest(f"network {nid}: --ipv6 was asked for but Docker sent no IPv6 pool")
-        if ipv6 and 6 not in self.firewall.families:
-            raise InvalidRequest(f"network {nid}: IPv6 needs ip6tables, which does not work on this host")
-        bridge = opts.bridge_name or naming.bridge_name(req.NetworkID)
-        return store.Network(req.NetworkID, bridge, opts, ipv4, ipv6)
-
     async def create_network(self, req: CreateNetworkRequest) -> Empty:
-        net = self._network_from_request(req)
+        net = network_from_request(req, ipv6_works=6 in self.firewall.families)
         nid = naming.short(net.network_id)
         async with self._locks[net.network_id]:
             existing = self.networks.get(net.network_id)
@@ -270,33 +259,9 @@ class NetworkDriver:
 
     # --- endpoints ---------------------------------------------------------
 
-    def _endpoint_from_request(self, net: store.Network, req: CreateEndpointRequest) -> store.Endpoint:
-        eid = naming.short(req.EndpointID)
-        iface = req.Interface
-        address = address6 = None
-        try:
-            if iface and iface.Address:
-                address = parse_interface(iface.Address, "Interface.Address")
-            if iface and iface.AddressIPv6:
-                address6 = parse_interface(iface.AddressIPv6, "Interface.AddressIPv6")
-        except ValueError as exc:
-            raise InvalidRequest(f"endpoint {eid}: {exc}") from None
-        for addr, subnets in ((address, net.ipv4), (address6, net.ipv6)):
-            if addr is not None and not any(addr.ip in s.pool for s in subnets):
-                pools = ", ".join(str(s.pool) for s in subnets) or "none"
-                raise InvalidRequest(f"endpoint {eid}: address {addr} is outside the subnets of"
-                                     f" network {naming.short(net.network_id)} ({pools})")
-        mac = iface.MacAddress if iface else ""
-        if mac and not _MAC.fullmatch(mac):
-            raise InvalidRequest(f"endpoint {eid}: MacAddress {mac!r} is not a MAC address")
-        host, peer = naming.veth_names(req.EndpointID)
-        return store.Endpoint(req.EndpointID, req.NetworkID, host, peer,
-                              mac.lower() or naming.endpoint_mac(req.EndpointID), not mac,
-                              address, address6)
-
     async def create_endpoint(self, req: CreateEndpointRequest) -> CreateEndpointResponse:
         net = self._network(req.NetworkID)
-        ep = self._endpoint_from_request(net, req)
+        ep = endpoint_from_request(net, req)
         async with self._locks[req.NetworkID]:
             net = self._network(req.NetworkID)  # again: it may have been deleted while we waited
             existing = self.endpoints.get(ep.endpoint_id)
@@ -305,7 +270,7 @@ class NetworkDriver:
                     raise Conflict(f"endpoint {naming.short(ep.endpoint_id)} already exists"
                                    " with another definition")
                 await self._ensure_endpoint_kernel(net, existing)
-                return _endpoint_reply(existing)
+                return endpoint_reply(existing)
             self.in_flight.add(ep.endpoint_id)
             try:
                 async with Rollback(f"endpoint {naming.short(ep.endpoint_id)}") as undo:
@@ -315,7 +280,7 @@ class NetworkDriver:
                 self.endpoints[ep.endpoint_id] = ep
             finally:
                 self.in_flight.discard(ep.endpoint_id)
-        return _endpoint_reply(ep)
+        return endpoint_reply(ep)
 
     async def _ensure_endpoint_kernel(self, net: store.Network, ep: store.Endpoint) -> bool:
         bridge = await links.get_link(self.ipr, net.bridge)
@@ -366,22 +331,13 @@ class NetworkDriver:
 
     # --- join and leave ----------------------------------------------------
 
-    def _check_sandbox(self, eid: str, key: str) -> str:
-        path = os.path.normpath(key)
-        if not key.startswith("/") or path != key.rstrip("/") or \
-                os.path.dirname(path) not in self.netns_dirs or not _SANDBOX.fullmatch(os.path.basename(path)):
-            raise InvalidRequest(f"endpoint {eid}: SandboxKey {key!r} is not inside Docker's netns"
-                                 f" directory ({', '.join(self.netns_dirs)}; set PYNET_NETNS_DIRS"
-                                 " for a daemon with another --exec-root)")
-        return path
-
     async def join(self, req: JoinRequest) -> JoinResponse:
         eid = naming.short(req.EndpointID)
         net = self._network(req.NetworkID)
         ep = self.endpoints.get(req.EndpointID)
         if ep is None or ep.network_id != req.NetworkID:
             raise NotFound(f"endpoint {eid} not found on network {naming.short(req.NetworkID)}")
-        sandbox = self._check_sandbox(eid, req.SandboxKey)
+        sandbox = checked_sandbox(eid, req.SandboxKey, self.netns_dirs)
         if await links.get_link(self.ipr, ep.peer_if) is None:
             # Docker has not moved it yet, so it must be here: rebuild a pair that went away.
             async with self._locks[req.NetworkID]:
@@ -521,39 +477,6 @@ class NetworkDriver:
             if any(s.pool == pool for s in net.subnets):
                 return net.network_id
         return None
-
-
-def _subnet(nid: str, data: IPAMData, version: int) -> store.Subnet:
-    try:
-        pool = parse_network(data.Pool, f"IPv{version}Data.Pool")
-        gateway = parse_interface(data.Gateway, f"IPv{version}Data.Gateway") if data.Gateway else None
-        aux = {name: parse_address(value, f"aux address {name!r}")
-               for name, value in (data.AuxAddresses or {}).items()}
-    except ValueError as exc:
-        raise InvalidRequest(f"network {nid}: {exc}") from None
-    if pool.version != version:
-        raise InvalidRequest(f"network {nid}: IPv{version}Data.Pool {pool} is not IPv{version}")
-    if gateway is not None and gateway.ip not in pool:
-        raise InvalidRequest(f"network {nid}: gateway {gateway.ip} is outside subnet {pool}")
-    for name, addr in aux.items():
-        if addr not in pool:
-            raise InvalidRequest(f"network {nid}: aux address {name}={addr} is outside subnet {pool}")
-    return store.Subnet(pool, gateway, aux)
-
-
-def _policy(net: store.Network) -> NetworkPolicy:
-    o = net.options
-    return NetworkPolicy(
-        bridge=net.bridge, tag=naming.firewall_tag(net.network_id),
-        subnets4=tuple(str(s.pool) for s in net.ipv4), subnets6=tuple(str(s.pool) for s in net.ipv6),
-        icc=o.icc, masquerade4=o.masquerade, masquerade6=o.gateway_mode_ipv6 == "nat",
-        internal=o.internal)
-
-
-def _endpoint_reply(ep: store.Endpoint) -> CreateEndpointResponse:
-    # Docker refuses a reply that sets a field it had set itself: only report
-    # the MAC when pynet chose it.
-    return CreateEndpointResponse(Interface=InterfaceReply(MacAddress=ep.mac) if ep.mac_reported else None)
 
 
 async def _collect(coro) -> list[str]:

@@ -12,15 +12,15 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from ipam.addr import IPAddress
 
-from . import naming
-from .errors import Conflict, InvalidRequest
-from .kernel import ports
+from .. import naming
+from ..errors import Conflict, InvalidRequest
+from ..kernel import ports
 from .portmap import Binding, PortRequest
-from .store import Endpoint, Network
+from .target import Endpoint, Network
 
 log = logging.getLogger("pynet.publish")
 
@@ -58,7 +58,7 @@ class Publisher:
         self._held: dict[str, list[socket.socket]] = {}
 
     def bind(self, net: Network, ep: Endpoint, requests: Iterable[PortRequest],
-             others: list[tuple[Endpoint, Binding]]) -> list[Binding]:
+             others: Sequence[tuple[Endpoint, Binding]]) -> list[Binding]:
         """Choose and hold host ports for every request: all of them or none."""
         bindings: list[Binding] = []
         sockets: list[socket.socket] = []
@@ -99,7 +99,7 @@ class Publisher:
 
     @staticmethod
     def _check_free(proto: str, host_ip: IPAddress, port: int,
-                    others: list[tuple[Endpoint, Binding]]) -> None:
+                    others: Sequence[tuple[Endpoint, Binding]]) -> None:
         for ep, b in others:
             if _overlaps(b, proto, host_ip, port):
                 raise Conflict(f"host port {port}/{proto} is already published by endpoint"

@@ -1,0 +1,2 @@
+"""Published ports (`-p`), for every network mode: which host ports, holding
+them, and their DNAT rules."""
