@@ -29,6 +29,7 @@ from .kernel.firewall import Iptables
 from .kernel.sysctl import Sysctl
 from .debug import DebugApi, state_counts
 from .metrics import Metrics
+from .modes import Modes
 from .bridge import NetworkDriver
 from .periodic import every
 from .reconcile import Reconciler
@@ -43,7 +44,8 @@ class Plugin:
     config: Config
     db: Database
     ipr: AsyncIPRoute
-    driver: NetworkDriver
+    driver: NetworkDriver  # the bridge mode
+    modes: Modes  # what Docker's calls go to
     ipam: IpamService
     firewall: Firewall
     reconciler: Reconciler
@@ -61,9 +63,10 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
     driver = NetworkDriver(db, ipr, firewall, config.netns_dirs, Sysctl(root=config.sysctl_root),
                            netns_mount=config.netns_mount)
+    modes = Modes({"bridge": driver})  # a new mode: one more entry here
     ipam = IpamService(ipam_store.SqliteIpamStore(db), defaults, host_routes=lambda: links.host_routes(ipr),
-                       holder_of=driver.holder_of, network_using=driver.network_using,
-                       on_release=driver.address_released)
+                       holder_of=modes.holder_of, network_using=modes.network_using,
+                       on_release=modes.address_released)
     await driver.load()
     await ipam.load()
     await firewall.probe(need_ipv6=any(n.ipv6 for n in driver.networks.values()))
@@ -79,7 +82,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     # Before the first call, what calls need (after a reboot nothing is there);
     # the rest as soon as pynet serves (see serve()).
     await reconciler.run(full=False)
-    return Plugin(config, db, ipr, driver, ipam, firewall, reconciler, debug)
+    return Plugin(config, db, ipr, driver, modes, ipam, firewall, reconciler, debug)
 
 
 def _count_reconcile(metrics: Metrics, done) -> None:
@@ -131,7 +134,7 @@ async def serve(config: Config) -> None:
     listener = PluginSocket.open(config.socket)
     # aiohttp's own shutdown comes after listener.stop() has drained every
     # connection: it needs only a few seconds for one that outlived the drain.
-    runner = web.AppRunner(make_app(plugin.driver, plugin.ipam, plugin.debug), access_log=None,
+    runner = web.AppRunner(make_app(plugin.modes, plugin.ipam, plugin.debug), access_log=None,
                            handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     await listener.start(runner)

@@ -101,6 +101,9 @@ class NetworkDriver:
 
     # --- capabilities ------------------------------------------------------
 
+    def holds(self, network_id: str) -> bool:
+        return network_id in self.networks or network_id in self._creating
+
     async def capabilities(self) -> CapabilitiesResponse:
         return CapabilitiesResponse(Scope="local", ConnectivityScope="local")
 

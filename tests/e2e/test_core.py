@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import IMAGE
+from .harness import IMAGE, PLUGIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.both_engines]
 
@@ -161,3 +161,14 @@ def test_socket_and_state_are_root_only(host):
     assert stat.S_IMODE(state.st_mode) == 0o700 and state.st_uid == 0
     for f in host.state_dir.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+
+
+def test_the_mode_option(host, scenario):
+    """One driver name, its mode an option: bridge is the default and can be named."""
+    net = scenario.network("-o", "pynet.mode=bridge", "--subnet", "10.218.0.0/24")
+    a, b = scenario.run(net), scenario.run(net)
+    scenario.exec(a, "ping", "-c1", "-W2", host.container_ip(b, net))
+    refused = host.docker_fails("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
+                                "-o", "pynet.mode=overlay", "--subnet", "10.219.0.0/24", "nomode")
+    assert "unknown -o pynet.mode='overlay' (pynet's modes: bridge)" in refused
+

@@ -22,6 +22,7 @@ from driver.db import Database
 from driver.errors import Conflict, InvalidRequest
 from driver.kernel import links
 from driver.bridge import NetworkDriver
+from driver.modes import Modes
 from driver.kernel.netns import DEFAULT_NETNS_DIRS
 from driver.server import make_app
 from ipam.store import sqlite as ipam_store
@@ -312,7 +313,7 @@ class Harness:
     _reader: Optional[sqlite3.Connection] = None
 
     def app(self):
-        return make_app(self.driver, self.ipam)
+        return make_app(Modes({"bridge": self.driver}), self.ipam)
 
     def dump_db(self) -> dict[str, list]:
         """Every row of every table (and the schema), read through a second connection."""
@@ -380,11 +381,12 @@ async def build_harness(tmp_path, monkeypatch, ipr: Optional[FakeIPRoute] = None
     monkeypatch.setattr(kernel_ports, "reserve", ports.reserve)
     monkeypatch.setattr(kernel_ports, "port_of", ports.port_of)
     driver = NetworkDriver(db, ipr, firewall, DEFAULT_NETNS_DIRS, sysctl=sysctl)
+    modes = Modes({"bridge": driver})
     # Small automatic pools keep the state (and its snapshots) small.
     ipam = IpamService(ipam_store.SqliteIpamStore(db), parse_default_pools("10.200.0.0/26/28,fd70:796e:6574::/122/124"),
                        host_routes=lambda: links.host_routes(ipr),
-                       holder_of=driver.holder_of, network_using=driver.network_using,
-                       on_release=driver.address_released)
+                       holder_of=modes.holder_of, network_using=modes.network_using,
+                       on_release=modes.address_released)
     await driver.load()
     await ipam.load()
     return Harness(path, db, driver, ipam, ipr, firewall, sysctl, ports)
