@@ -12,12 +12,13 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from typing import AsyncIterator, Sequence
 
 from aiohttp import web
 from pyroute2 import AsyncIPRoute
 
 from ipam.store import sqlite as ipam_store
-from ipam.pools import parse_default_pools
+from ipam.pools import DefaultPool, parse_default_pools
 from ipam.service import IpamService
 
 from .bridge import store as driver_store
@@ -52,25 +53,48 @@ class Plugin:
     debug: DebugApi
 
 
-async def build(config: Config, ipr: AsyncIPRoute | None = None,
-                iptables: Iptables | None = None) -> Plugin:
-    """Open the state and load it; the kernel handles can be given (tests)."""
-    defaults = parse_default_pools(config.default_pools)  # refuse a bad setting before anything
-    db = Database(config.database)
+async def open_state(path: str) -> Database:
+    """The state database, with every table pynet keeps there."""
+    db = Database(path)
     await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
-    ipr = ipr or AsyncIPRoute()
-    v4, v6 = IPTABLES[config.iptables]
-    firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
-    driver = NetworkDriver(db, ipr, firewall, config.netns_dirs, Sysctl(root=config.sysctl_root),
-                           netns_mount=config.netns_mount)
+    return db
+
+
+@dataclass
+class Core:
+    driver: NetworkDriver  # the bridge mode
+    modes: Modes  # what Docker's calls go to
+    ipam: IpamService
+    reconciler: Reconciler
+
+
+async def assemble(db: Database, ipr: AsyncIPRoute, firewall: Firewall, sysctl: Sysctl,
+                   defaults: list[DefaultPool], netns_dirs: Sequence[str], netns_mount: str = "",
+                   stale_after: float = 60.0) -> Core:
+    """The modes, the IPAM and reconciliation on given state and kernel handles,
+    loaded: the one wiring the service, the kernel tests and the unit fakes share."""
+    driver = NetworkDriver(db, ipr, firewall, netns_dirs, sysctl, netns_mount=netns_mount)
     modes = Modes({"bridge": driver})  # a new mode: one more entry here
     ipam = IpamService(ipam_store.SqliteIpamStore(db), defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=modes.holder_of, network_using=modes.network_using,
                        on_release=modes.address_released)
     await driver.load()
     await ipam.load()
+    return Core(driver, modes, ipam, Reconciler(driver, ipam.unheld, ipam.release_in, min_age=stale_after))
+
+
+async def build(config: Config, ipr: AsyncIPRoute | None = None,
+                iptables: Iptables | None = None) -> Plugin:
+    """Open the state and load it; the kernel handles can be given (tests)."""
+    defaults = parse_default_pools(config.default_pools)  # refuse a bad setting before anything
+    db = await open_state(config.database)
+    ipr = ipr or AsyncIPRoute()
+    v4, v6 = IPTABLES[config.iptables]
+    firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
+    core = await assemble(db, ipr, firewall, Sysctl(root=config.sysctl_root), defaults, config.netns_dirs,
+                          config.netns_mount, config.stale_after)
+    driver, modes, ipam, reconciler = core.driver, core.modes, core.ipam, core.reconciler
     await firewall.probe(need_ipv6=any(n.ipv6 for n in driver.networks.values()))
-    reconciler = Reconciler(driver, ipam.unheld, ipam.release_in, min_age=config.stale_after)
     reconciler.fresh_state = db.created
     if db.created:
         log.warning("pynet: new state database %s: links and rules pynet made that it does not explain"
@@ -134,28 +158,36 @@ async def serve(config: Config) -> None:
     listener = PluginSocket.open(config.socket)
     # aiohttp's own shutdown comes after listener.stop() has drained every
     # connection: it needs only a few seconds for one that outlived the drain.
-    runner = web.AppRunner(make_app(plugin.modes, plugin.ipam, plugin.debug), access_log=None,
-                           handle_signals=False, shutdown_timeout=5)
+    app = make_app(plugin.modes, plugin.ipam, plugin.debug)
+    app.cleanup_ctx.append(lambda _app: background(plugin))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     await listener.start(runner)
     log.info("pynet serving on %s%s (state %s)", listener.path,
              " (socket from systemd)" if listener.inherited else "", config.database)
 
-    watchers = [asyncio.create_task(every(0, plugin.reconciler.run, "reconcile", once=True))]
-    if config.firewall_interval > 0:
-        watchers.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval)))
-    if config.reconcile_interval > 0:
-        watchers.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
-
     await stop.wait()
     log.info("pynet stopping: answering the calls already accepted, taking no new one")
     await listener.stop(runner.server)
-    for task in watchers:
-        task.cancel()
-    await runner.cleanup()
+    await runner.cleanup()  # stops the background tasks too
     await plugin.db.close()
     plugin.ipr.close()
     log.info("pynet stopped")
+
+
+async def background(plugin: Plugin) -> AsyncIterator[None]:
+    """The rest of reconciliation once serving, then the periodic checks; stopped
+    with the server (aiohttp's cleanup context), after the last call is answered."""
+    config = plugin.config
+    tasks = [asyncio.create_task(every(0, plugin.reconciler.run, "reconcile", once=True))]
+    if config.firewall_interval > 0:
+        tasks.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval)))
+    if config.reconcile_interval > 0:
+        tasks.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

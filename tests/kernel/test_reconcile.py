@@ -33,10 +33,10 @@ import pytest
 from pyroute2 import AsyncIPRoute
 
 from driver import naming, wire
+from driver.app import assemble, open_state
 from driver.bridge import store as driver_store
 from driver.db import Database
 from driver.firewall import Firewall
-from driver.kernel import links
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
 from driver.bridge import NetworkDriver
@@ -153,18 +153,12 @@ async def pynet(ns, tmp_path, sandboxes):
     prefix = ["ip", "netns", "exec", ns.name]
 
     async def start(min_age: float = 60.0) -> Pynet:
-        db = Database(path)
-        await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
+        db = await open_state(path)
         ipr = AsyncIPRoute(netns=ns.name, flags=0)
-        driver = NetworkDriver(db, ipr, Firewall(Iptables(prefix=prefix)), netns_dirs=(sandboxes.dir,),
-                               sysctl=Sysctl(prefix=prefix))
-        ipam = IpamService(ipam_store.SqliteIpamStore(db), parse_default_pools(DEFAULT_POOLS),
-                           host_routes=lambda: links.host_routes(ipr), holder_of=driver.holder_of,
-                           network_using=driver.network_using, on_release=driver.address_released)
-        p = Pynet(db, ipr, driver, ipam, Reconciler(driver, ipam.unheld, ipam.release_in, min_age=min_age))
+        core = await assemble(db, ipr, Firewall(Iptables(prefix=prefix)), Sysctl(prefix=prefix),
+                              parse_default_pools(DEFAULT_POOLS), (sandboxes.dir,), stale_after=min_age)
+        p = Pynet(db, ipr, core.driver, core.ipam, core.reconciler)
         started.append(p)
-        await driver.load()
-        await ipam.load()
         return p
 
     try:

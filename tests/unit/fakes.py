@@ -17,15 +17,13 @@ from typing import Any, Optional
 from pyroute2.netlink.exceptions import NetlinkError
 
 import driver.kernel.ports as kernel_ports
-from driver.bridge import store as driver_store
 from driver.db import Database
 from driver.errors import Conflict, InvalidRequest
-from driver.kernel import links
 from driver.bridge import NetworkDriver
+from driver.app import assemble, open_state
 from driver.modes import Modes
 from driver.kernel.netns import DEFAULT_NETNS_DIRS
 from driver.server import make_app
-from ipam.store import sqlite as ipam_store
 from ipam.addr import make_address
 from ipam.pools import parse_default_pools
 from ipam.service import IpamService
@@ -310,10 +308,11 @@ class Harness:
     firewall: FakeFirewall
     sysctl: FakeSysctl
     ports: FakePorts
+    modes: Modes
     _reader: Optional[sqlite3.Connection] = None
 
     def app(self):
-        return make_app(Modes({"bridge": self.driver}), self.ipam)
+        return make_app(self.modes, self.ipam)
 
     def dump_db(self) -> dict[str, list]:
         """Every row of every table (and the schema), read through a second connection."""
@@ -373,20 +372,13 @@ class Harness:
 
 async def build_harness(tmp_path, monkeypatch, ipr: Optional[FakeIPRoute] = None) -> Harness:
     path = str(tmp_path / "pynet.db")
-    db = Database(path)
-    await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
+    db = await open_state(path)
     # No fsync per commit: the tests are about what is committed, not about power cuts.
     await db.read(lambda c: c.execute("PRAGMA synchronous=OFF"))
     ipr, firewall, sysctl, ports = ipr or FakeIPRoute(), FakeFirewall(), FakeSysctl(), FakePorts()
     monkeypatch.setattr(kernel_ports, "reserve", ports.reserve)
     monkeypatch.setattr(kernel_ports, "port_of", ports.port_of)
-    driver = NetworkDriver(db, ipr, firewall, DEFAULT_NETNS_DIRS, sysctl=sysctl)
-    modes = Modes({"bridge": driver})
     # Small automatic pools keep the state (and its snapshots) small.
-    ipam = IpamService(ipam_store.SqliteIpamStore(db), parse_default_pools("10.200.0.0/26/28,fd70:796e:6574::/122/124"),
-                       host_routes=lambda: links.host_routes(ipr),
-                       holder_of=modes.holder_of, network_using=modes.network_using,
-                       on_release=modes.address_released)
-    await driver.load()
-    await ipam.load()
-    return Harness(path, db, driver, ipam, ipr, firewall, sysctl, ports)
+    core = await assemble(db, ipr, firewall, sysctl, parse_default_pools("10.200.0.0/26/28,fd70:796e:6574::/122/124"),
+                          DEFAULT_NETNS_DIRS)
+    return Harness(path, db, core.driver, core.ipam, ipr, firewall, sysctl, ports, core.modes)
