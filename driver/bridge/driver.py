@@ -34,6 +34,7 @@ from . import store
 from .options import parse_network_options
 from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request, policy
 from .rules import network_rules
+from .setup import NETWORK_STEPS, Build, run_steps, wanted_sysctls
 from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, InterfaceName,
                    JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
@@ -194,41 +195,15 @@ class NetworkDriver:
         return os.path.join(self.netns_mount, os.path.basename(key)) if self.netns_mount else key
 
     async def _ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
-        """Bridge, gateway addresses, firewall rules. Returns whether the bridge was created.
-
-        On failure removes what it created, and raises.
-        """
-        adopt = net.bridge == naming.bridge_name(net.network_id)
-        index, created = await links.ensure_bridge(
-            self.ipr, net.bridge, naming.network_alias(net.network_id), mtu=net.options.mtu,
-            adopt_unmarked=adopt)
+        """The network's set-up steps (setup.py); whether the bridge was created.
+        On failure removes what it created, and raises."""
         async with Rollback(f"network {naming.short(net.network_id)}") as undo:
-            if created:
-                undo.push(lambda: links.delete_link(self.ipr, net.bridge), f"bridge {net.bridge}")
-            await links.ensure_addresses(self.ipr, index, net.bridge, net.bridge_gateways)
-            await self._ensure_sysctls(net)
-            if with_rules:
-                if self.networks.get(net.network_id) is not net:  # a saved network keeps its rules
-                    undo.push(lambda: self.firewall.remove(self.network_rules(net)), "its firewall rules")
-                await self.firewall.ensure([self.network_rules(net)])
-        return created
+            build = Build(net, self.ipr, self.firewall, self.sysctl, undo,
+                          saved=self.networks.get(net.network_id) is net, with_rules=with_rules)
+            await run_steps(NETWORK_STEPS, build)
+        return build.created
 
-    @staticmethod
-    def wanted_sysctls(net: store.Network) -> list[str]:
-        """The kernel settings (each wanted at 1) a network needs."""
-        if net.options.internal:
-            return []
-        wanted = ["net/ipv4/ip_forward", f"net/ipv4/conf/{net.bridge}/route_localnet"]
-        if net.ipv6:
-            wanted.append("net/ipv6/conf/all/forwarding")
-        return wanted
-
-    async def _ensure_sysctls(self, net: store.Network) -> None:
-        for key in self.wanted_sysctls(net):
-            problem = await self.sysctl.ensure(key, "1")
-            if problem:  # e.g. a read-only /proc/sys in a managed plugin
-                log.warning("network %s: %s: outbound traffic or ports published on 127.0.0.1"
-                            " may not work", naming.short(net.network_id), problem)
+    wanted_sysctls = staticmethod(wanted_sysctls)  # for reconciliation
 
     async def _remove_network_kernel(self, net: store.Network, bridge_too: bool = True) -> None:
         await self.firewall.remove(self.network_rules(net))
