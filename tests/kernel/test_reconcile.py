@@ -23,7 +23,6 @@ import logging
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from pyroute2 import AsyncIPRoute
 
 from driver import naming, wire
 from driver.app import assemble, open_state
-from driver.bridge import store as driver_store
+from driver.bridge import repair as bridge_repair, store as driver_store
 from driver.db import Database
 from driver.firewall import Firewall
 from driver.kernel.firewall import Iptables
@@ -53,7 +52,6 @@ from .conftest import run
 
 pytestmark = pytest.mark.kernel
 
-reconcile_module = sys.modules[Reconciler.__module__]
 
 DEFAULT_POOLS = "10.200.0.0/16/24"
 PORTS = {"com.docker.network.endpoint.exposedports": [], "com.docker.network.portmap": []}
@@ -475,7 +473,7 @@ async def test_unjoined_endpoint_is_reclaimed_only_once_old_enough(ns, pynet, mo
     assert set(p.driver.endpoints) == {gone.eid, kept.eid}
 
     clock = Clock(120)
-    monkeypatch.setattr(reconcile_module, "time", clock)
+    monkeypatch.setattr(bridge_repair, "time", clock)
     monkeypatch.setattr(ipam_store, "time", clock)
     assert await p.reconciler.run() == Counter({"stale endpoints reclaimed": 1, "addresses reclaimed": 1})
     assert set(p.driver.endpoints) == {kept.eid} and await saved_endpoints(p) == {kept.eid}
@@ -917,6 +915,6 @@ async def test_a_container_stopped_while_pynet_was_away_gives_its_endpoint_back(
     pool = p.ipam.pools[net.pool_id].allocator
     assert not pool.is_used(stopped.ip) and pool.is_used(starting.ip)
     # Still not moved in a minute after its Join: no container is starting there.
-    p.driver.joined_at[starting.eid] -= reconcile_module.JOIN_GRACE
+    p.driver.joined_at[starting.eid] -= bridge_repair.JOIN_GRACE
     assert (await p.reconciler.run())["stale endpoints reclaimed"] == 1
     assert p.driver.endpoints == {}
