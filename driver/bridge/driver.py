@@ -124,7 +124,7 @@ class NetworkDriver:
             if existing is not None:
                 if not existing.same_definition(net):
                     raise Conflict(f"network {nid} already exists with another definition")
-                await self._ensure_network_kernel(existing)  # a repeat: make sure it is all there
+                await self.ensure_network_kernel(existing)  # a repeat: make sure it is all there
                 return Empty()
             for other in [*self.networks.values(), *self._creating.values()]:
                 if other.bridge == net.bridge:
@@ -134,7 +134,7 @@ class NetworkDriver:
             self._creating[net.network_id] = net
             try:
                 async with Rollback(f"network {nid}") as undo:
-                    created = await self._ensure_network_kernel(net)
+                    created = await self.ensure_network_kernel(net)
                     undo.push(lambda: self._remove_network_kernel(net, created), f"bridge {net.bridge} and its rules")
                     await self.db.write(lambda c: store.insert_network(c, net))
                 self.networks[net.network_id] = net
@@ -145,48 +145,9 @@ class NetworkDriver:
                  ", ".join(str(s.pool) for s in net.subnets) or "no subnet")
         return Empty()
 
-    async def repair_network(self, net: store.Network) -> bool:
-        """Put back a saved network's bridge, addresses and settings (not its
-        rules: the firewall check does those for all networks at once)."""
-        async with self._locks[net.network_id]:
-            if self.networks.get(net.network_id) is not net:
-                return False
-            await self._ensure_network_kernel(net, with_rules=False)
-            return True
-
-    async def repair_endpoint(self, ep: store.Endpoint) -> bool:
-        """Put a saved endpoint's host veth back on its bridge, up."""
-        async with self._locks[ep.network_id]:
-            net = self.networks.get(ep.network_id)
-            if net is None or self.endpoints.get(ep.endpoint_id) is not ep:
-                return False
-            await self._ensure_endpoint_kernel(net, ep)
-            return True
-
-    async def rebuild_endpoint(self, ep: store.Endpoint) -> bool:
-        """Give a running container back the interface it lost when its veth
-        was deleted: a new pair, moved into its namespace, with the endpoint's
-        MAC, addresses and (where it has none) default routes."""
-        async with self._locks[ep.network_id]:
-            net = self.networks.get(ep.network_id)
-            if net is None or self.endpoints.get(ep.endpoint_id) is not ep or not ep.sandbox:
-                return False
-            if await links.get_link(self.ipr, ep.host_if) is not None:
-                return False  # it is there after all (the caller looked a while ago)
-            await self._ensure_endpoint_kernel(net, ep)
-            gateways = [] if net.options.internal else [
-                g.ip for g, a in ((net.gateway4, ep.address), (net.gateway6, ep.address6)) if g and a]
-            async with Rollback(f"endpoint {naming.short(ep.endpoint_id)}") as undo:
-                # Undone, so the next pass sees the veth missing and tries again.
-                undo.push(lambda: links.delete_link(self.ipr, ep.host_if), f"veth {ep.host_if}")
-                sandbox = self.local_sandbox(ep.sandbox)
-                await links.move_to_netns(self.ipr, ep.peer_if, sandbox)
-                async with AsyncIPRoute(netns=sandbox, flags=0) as inner:
-                    name = await links.configure_container_interface(
-                        inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
-        log.warning("endpoint %s: rebuilt its veth into the container as %s",
-                    naming.short(ep.endpoint_id), name)
-        return True
+    def lock(self, network_id: str) -> asyncio.Lock:
+        """One network's changes take turns (handlers and repairs alike)."""
+        return self._locks[network_id]
 
     def local_sandbox(self, key: str) -> str:
         """Where pynet itself finds a saved SandboxKey's namespace: inside a
@@ -194,7 +155,7 @@ class NetworkDriver:
         name (unique, checked at Join) is what identifies it."""
         return os.path.join(self.netns_mount, os.path.basename(key)) if self.netns_mount else key
 
-    async def _ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
+    async def ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
         """The network's set-up steps (setup.py); whether the bridge was created.
         On failure removes what it created, and raises."""
         async with Rollback(f"network {naming.short(net.network_id)}") as undo:
@@ -247,12 +208,12 @@ class NetworkDriver:
                 if not existing.same_definition(ep):
                     raise Conflict(f"endpoint {naming.short(ep.endpoint_id)} already exists"
                                    " with another definition")
-                await self._ensure_endpoint_kernel(net, existing)
+                await self.ensure_endpoint_kernel(net, existing)
                 return endpoint_reply(existing)
             self.in_flight.add(ep.endpoint_id)
             try:
                 async with Rollback(f"endpoint {naming.short(ep.endpoint_id)}") as undo:
-                    if await self._ensure_endpoint_kernel(net, ep):
+                    if await self.ensure_endpoint_kernel(net, ep):
                         undo.push(lambda: links.delete_link(self.ipr, ep.host_if), f"veth {ep.host_if}")
                     await self.db.write(lambda c: store.insert_endpoint(c, ep))
                 self.endpoints[ep.endpoint_id] = ep
@@ -260,12 +221,12 @@ class NetworkDriver:
                 self.in_flight.discard(ep.endpoint_id)
         return endpoint_reply(ep)
 
-    async def _ensure_endpoint_kernel(self, net: store.Network, ep: store.Endpoint) -> bool:
+    async def ensure_endpoint_kernel(self, net: store.Network, ep: store.Endpoint) -> bool:
         bridge = await links.get_link(self.ipr, net.bridge)
         if bridge is None:  # gone behind pynet's back (a reboot, an operator): rebuild it
             log.warning("network %s: bridge %s was missing, recreating it",
                         naming.short(net.network_id), net.bridge)
-            await self._ensure_network_kernel(net)
+            await self.ensure_network_kernel(net)
             bridge = await links.get_link(self.ipr, net.bridge)
         return await links.ensure_veth(self.ipr, ep.host_if, ep.peer_if, bridge["index"],
                                        naming.endpoint_alias(ep.endpoint_id), ep.mac,
@@ -323,7 +284,7 @@ class NetworkDriver:
                 if self.endpoints.get(req.EndpointID) is not ep:
                     raise NotFound(f"endpoint {eid} was deleted while joining")
                 await links.delete_link(self.ipr, ep.host_if)
-                await self._ensure_endpoint_kernel(net, ep)
+                await self.ensure_endpoint_kernel(net, ep)
         if ep.sandbox != sandbox:
             await self.db.write(lambda c: store.set_sandbox(c, ep.endpoint_id, sandbox))
             ep.sandbox = sandbox
@@ -431,20 +392,7 @@ class NetworkDriver:
 
     def holders(self) -> dict[IPAddress, tuple[str, str]]:
         """Every address pynet's networks and endpoints hold: address -> (network ID, who)."""
-        held: dict[IPAddress, tuple[str, str]] = {}
-        for net in self.networks.values():
-            nid = naming.short(net.network_id)
-            for s in net.subnets:
-                if s.gateway:
-                    held[s.gateway.ip] = (net.network_id, f"the gateway of network {nid}")
-                for name, aux in s.aux.items():
-                    held[aux] = (net.network_id, f"aux address {name!r} of network {nid}")
-        for ep in self.endpoints.values():
-            for a in (ep.address, ep.address6):
-                if a is not None:
-                    held[a.ip] = (ep.network_id, f"endpoint {naming.short(ep.endpoint_id)} on network"
-                                                 f" {naming.short(ep.network_id)}")
-        return held
+        return store.holders(self.networks.values(), self.endpoints.values())
 
     async def holder_of(self, pool: IPNetwork, addr: IPAddress) -> Optional[str]:
         found = self.holders().get(addr)

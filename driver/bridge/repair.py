@@ -1,4 +1,4 @@
-"""The bridge mode's part of reconciliation: observe, then decide.
+"""The bridge mode's part of reconciliation: observe, decide, and the fixes.
 
 observe() reads, all at once, what the kernel has (links, addresses, kernel
 settings, which container namespaces are alive) beside a copy of the state.
@@ -11,6 +11,7 @@ doctor`), and runs the passes every mode shares.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,14 +19,19 @@ from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
 from .. import naming
+from pyroute2 import AsyncIPRoute
+
 from ..kernel import links, netns
 from ..kernel.sysctl import sysctl_name
 from ..findings import Decision, Finding, unexplained
+from ..rollback import Rollback
 from . import store
 from .setup import wanted_sysctls
 
 if TYPE_CHECKING:
     from .driver import NetworkDriver
+
+log = logging.getLogger("pynet.driver")
 
 # Names pynet derives from IDs: a link of one of these names without a mark
 # is a leftover of a crash between creating it and marking it.
@@ -94,7 +100,7 @@ def _networks(snap: Snapshot, d: "NetworkDriver") -> list[Decision]:
     out = []
     for net in snap.networks.values():
         subject = f"network {naming.short(net.network_id)}"
-        fix: Fix = partial(d.repair_network, net)
+        fix: Fix = partial(repair_network, d, net)
         bridge = snap.links.get(net.bridge)
         if bridge is None:
             out.append(Decision(Finding("bridges recreated", subject, f"bridge {net.bridge} is missing",
@@ -153,7 +159,7 @@ def _endpoints(snap: Snapshot, d: "NetworkDriver", min_age: float) -> list[Decis
                                             f"veth {ep.host_if} is not up on bridge {net.bridge}",
                                             "its container is cut off from the network",
                                             "attach the veth to the bridge and bring it up"),
-                                    partial(d.repair_endpoint, ep)))
+                                    partial(repair_endpoint, d, ep)))
             continue
         if ep.sandbox and snap.alive.get(ep.sandbox):
             out.append(Decision(Finding("endpoints rebuilt", subject,
@@ -161,7 +167,7 @@ def _endpoints(snap: Snapshot, d: "NetworkDriver", min_age: float) -> list[Decis
                                         "the container lost this network's interface",
                                         "create a new veth pair and move it into the container, with its"
                                         " MAC, addresses and routes"),
-                                partial(d.rebuild_endpoint, ep)))
+                                partial(rebuild_endpoint, d, ep)))
             continue
         if not ep.sandbox and snap.now - ep.created < min_age:
             continue  # being created right now
@@ -227,3 +233,50 @@ def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> 
                                     "a leftover of an interrupted call", "delete it"),
                             partial(links.delete_owned_link, d.ipr, name, info["alias"])))
     return out
+
+
+# --- the fixes (each under the network's lock; False: the object went meanwhile) ---
+
+
+async def repair_network(d: "NetworkDriver", net: store.Network) -> bool:
+    """Put back a saved network's bridge, addresses and settings (not its
+    rules: the firewall check does those for all networks at once)."""
+    async with d.lock(net.network_id):
+        if d.networks.get(net.network_id) is not net:
+            return False
+        await d.ensure_network_kernel(net, with_rules=False)
+        return True
+
+async def repair_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
+    """Put a saved endpoint's host veth back on its bridge, up."""
+    async with d.lock(ep.network_id):
+        net = d.networks.get(ep.network_id)
+        if net is None or d.endpoints.get(ep.endpoint_id) is not ep:
+            return False
+        await d.ensure_endpoint_kernel(net, ep)
+        return True
+
+async def rebuild_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
+    """Give a running container back the interface it lost when its veth
+    was deleted: a new pair, moved into its namespace, with the endpoint's
+    MAC, addresses and (where it has none) default routes."""
+    async with d.lock(ep.network_id):
+        net = d.networks.get(ep.network_id)
+        if net is None or d.endpoints.get(ep.endpoint_id) is not ep or not ep.sandbox:
+            return False
+        if await links.get_link(d.ipr, ep.host_if) is not None:
+            return False  # it is there after all (the caller looked a while ago)
+        await d.ensure_endpoint_kernel(net, ep)
+        gateways = [] if net.options.internal else [
+            g.ip for g, a in ((net.gateway4, ep.address), (net.gateway6, ep.address6)) if g and a]
+        async with Rollback(f"endpoint {naming.short(ep.endpoint_id)}") as undo:
+            # Undone, so the next pass sees the veth missing and tries again.
+            undo.push(lambda: links.delete_link(d.ipr, ep.host_if), f"veth {ep.host_if}")
+            sandbox = d.local_sandbox(ep.sandbox)
+            await links.move_to_netns(d.ipr, ep.peer_if, sandbox)
+            async with AsyncIPRoute(netns=sandbox, flags=0) as inner:
+                name = await links.configure_container_interface(
+                    inner, ep.peer_if, "eth", ep.mac, [a for a in (ep.address, ep.address6) if a], gateways)
+    log.warning("endpoint %s: rebuilt its veth into the container as %s",
+                naming.short(ep.endpoint_id), name)
+    return True

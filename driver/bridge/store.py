@@ -10,10 +10,11 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 from ipam.addr import IPAddress, IPInterface, IPNetwork, parse_address, parse_interface, parse_network
 
+from .. import naming
 from .options import NetworkOptions
 from ..publish.portmap import Binding
 
@@ -167,3 +168,21 @@ def load(conn: sqlite3.Connection) -> tuple[list[Network], list[Endpoint]]:
         for r in conn.execute("SELECT endpoint_id, network_id, host_if, peer_if, mac, mac_reported,"
                               " address, address6, sandbox, created, ports FROM endpoints")]
     return networks, endpoints
+
+
+def holders(networks: Iterable[Network], endpoints: Iterable[Endpoint]) -> dict[IPAddress, tuple[str, str]]:
+    """Every address pynet's networks and endpoints hold: address -> (network ID, who)."""
+    held: dict[IPAddress, tuple[str, str]] = {}
+    for net in networks:
+        nid = naming.short(net.network_id)
+        for s in net.subnets:
+            if s.gateway:
+                held[s.gateway.ip] = (net.network_id, f"the gateway of network {nid}")
+            for name, aux in s.aux.items():
+                held[aux] = (net.network_id, f"aux address {name!r} of network {nid}")
+    for ep in endpoints:
+        for a in (ep.address, ep.address6):
+            if a is not None:
+                held[a.ip] = (ep.network_id, f"endpoint {naming.short(ep.endpoint_id)} on network"
+                                             f" {naming.short(ep.network_id)}")
+    return held

@@ -8,6 +8,7 @@ import pytest
 
 from driver import naming, wire
 from driver.bridge import store
+from driver.bridge.repair import rebuild_endpoint
 from driver.errors import Conflict
 
 from .fakes import _id, build_harness
@@ -41,7 +42,7 @@ async def test_reconciliation_never_reclaims_an_endpoint_whose_veth_is_there(tmp
         ep = h.driver.endpoints[eid]
         # Judged from a link list taken before the endpoint existed: its veth looked missing.
         assert not await h.driver.reclaim_endpoint(ep, "looked gone", only_if_veth_gone=True)
-        assert not await h.driver.rebuild_endpoint(ep)
+        assert not await rebuild_endpoint(h.driver, ep)
         assert eid in h.driver.endpoints and ep.host_if in h.ipr.links
     finally:
         await h.close()
