@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.harness import IMAGE, NS_PREFIX, DockerHost, build_image_tar, remove_stale_host
+from tests.support.harness import NS_PREFIX, docker_host
 
 from . import ipam_bench
 from .engine import EngineBench, Sizes
@@ -80,37 +80,33 @@ def main(argv: list[str] | None = None) -> int:
         ipam_error = f"{type(exc).__name__}: {exc}"
         say(f"bench: IPAM could not be measured: {ipam_error}")
 
-    # A host left by a killed bench run (never another one's).
-    remove_stale_host(HOST_NAME)
-    workdir = Path(tempfile.mkdtemp(prefix="pynet-bench-"))
-    host = DockerHost(HOST_NAME, workdir)
-    bench = EngineBench(host, sizes, say=say)
+    bench = None
     host_error = None
     try:
-        say(f"bench: starting the private host {host.ns} ...")
-        host.start()
-        # pynet as an operator runs it (the test host's are for fast tests): INFO
-        # logging (the per-call lines the latency figures come from) and the
-        # default reconciliation interval and reclaim delay.
-        bench.pynet_flags = ("--log-level", "INFO", *PRODUCTION_FLAGS)
-        host.restart_pynet_with(*bench.pynet_flags)
-        host.docker("import", str(build_image_tar(workdir)), IMAGE)
-        meta["engine"] = "Docker " + host.docker("version", "-f", "{{.Server.Version}}")
-        bench.run_all()
+        say(f"bench: starting the private host {NS_PREFIX + HOST_NAME} ...")
+        # A host left by a killed bench run is cleared first (never another one's).
+        with docker_host(HOST_NAME) as host:
+            bench = EngineBench(host, sizes, say=say)
+            try:
+                # pynet as an operator runs it (the test host's are for fast tests): INFO
+                # logging (the per-call lines the latency figures come from) and the
+                # default reconciliation interval and reclaim delay.
+                bench.pynet_flags = ("--log-level", "INFO", *PRODUCTION_FLAGS)
+                host.restart_pynet_with(*bench.pynet_flags)
+                meta["engine"] = "Docker " + host.docker("version", "-f", "{{.Server.Version}}")
+                bench.run_all()
+            finally:
+                bench.kill_procs()
     except Exception as exc:  # noqa: BLE001 - the host itself failed
         host_error = f"{type(exc).__name__}: {exc}"
         say(f"bench: the private host failed: {host_error}")
-    finally:
-        bench.kill_procs()
-        host.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
     meta["wall"] = f"{time.monotonic() - started:.0f} s"
     meta["load"] += " (at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ")"
-    errors = dict(bench.errors)
+    errors = dict(bench.errors) if bench is not None else {}
     if host_error:
         errors["host"] = host_error
-    report = Report(meta, bench.results, errors, ipam, ipam_error, args.quick)
+    report = Report(meta, bench.results if bench is not None else {}, errors, ipam, ipam_error, args.quick)
     report.build()
     text = report.markdown()
     (out / "benchmarks.md").write_text(text)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from tests.e2e.harness import IMAGE, PLUGIN, DockerHost
+from tests.support.harness import IMAGE, PLUGIN, DockerHost
 
 from .util import LogReader, PluginClient, RECONCILE, call_latencies, rss_mb
 

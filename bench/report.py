@@ -203,7 +203,7 @@ class Report:
         out = ["# pynet benchmarks", "",
                f"`python -m bench{' --quick' if self.quick else ''}` on {m.get('date')}: pynet against "
                "Docker's built-in bridge driver (default IPAM), on one private engine "
-               "(tests/e2e/harness.py's DockerHost), interleaved run by run. pynet runs as an operator "
+               "(tests/support/harness.py's DockerHost), interleaved run by run. pynet runs as an operator "
                "runs it (`--log-level INFO`, reconciliation every 30 s). Times are wall "
                "times seen by the client unless the row says plugin-side. p99 of a few dozen samples "
                "is close to their maximum.", ""]

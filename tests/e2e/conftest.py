@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from . import engines
-from .harness import IMAGE, PLUGIN, DockerHost, build_image_tar, remove_stale_host, workdir_for
+from ..support import engines
+from ..support.harness import IMAGE, PLUGIN, DockerHost, docker_host
 
 REQUIRED = os.environ.get("PYNET_E2E") == "required"  # set by the test command: never skip there
+KEEP_LOGS = bool(os.environ.get("PYNET_E2E_KEEP_LOGS"))  # for debugging: the hosts' logs stay
 
 
 def _missing() -> str | None:
@@ -64,23 +65,8 @@ def host(engine):
     missing = _missing()
     if missing:
         skip_or_fail(missing)
-    name = engine.host_name("h1")
-    remove_stale_host(name)
-    workdir = workdir_for(name)
-    h = DockerHost(name, workdir, engine=engine)
-    try:
-        h.start()
-        h.docker("import", str(build_image_tar(workdir)), IMAGE)
+    with docker_host(engine.host_name("h1"), engine, keep_logs=KEEP_LOGS) as h:
         yield h
-    finally:
-        h.close()
-        if os.environ.get("PYNET_E2E_KEEP_LOGS"):  # for debugging: logs stay in the work directory
-            for path in workdir.iterdir():
-                if path.suffix != ".log":
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
-            print(f"e2e logs kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 _names = itertools.count(1)

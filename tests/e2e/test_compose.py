@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import IMAGE, PLUGIN, run
+from ..support.harness import IMAGE, PLUGIN, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.both_engines]
 

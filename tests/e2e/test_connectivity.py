@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from .harness import IMAGE, OutsideHost
+from ..support.harness import IMAGE, OutsideHost
 
 pytestmark = [pytest.mark.e2e, pytest.mark.both_engines]
 
 HTTPD = ("httpd", "-f", "-p", "80", "-h", "/www")
-NETSERVER = str(Path(__file__).with_name("netserver.py"))
+NETSERVER = str(Path(__file__).parents[1] / "support" / "netserver.py")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import IMAGE, PLUGIN
+from ..support.harness import IMAGE, PLUGIN
 
 pytestmark = [pytest.mark.e2e, pytest.mark.both_engines]
 

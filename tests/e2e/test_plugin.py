@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REQUIRED, Scenario
-from .harness import IMAGE, DockerHost, build_image_tar, remove_stale_host, workdir_for
+from ..support.harness import IMAGE, DockerHost, docker_host
 from .test_restart_under_load import ROUNDS, PARALLEL, check_round_outcome, restart_rounds
 
 pytestmark = pytest.mark.e2e
@@ -126,27 +126,20 @@ def plugin(engine):
         if REQUIRED:
             pytest.fail("the plugin tests need debootstrap (PYNET_E2E=required)")
         pytest.skip("the plugin tests need debootstrap")
-    name = engine.host_name("p1")
-    remove_stale_host(name)
-    workdir = workdir_for(name)
-    h = DockerHost(name, workdir, legacy_pynet=False, engine=engine)
-    try:
-        h.start()
-        h.docker("import", str(build_image_tar(workdir)), IMAGE)
-        p = PluginHost(h)
-        took = p.build()
-        print(f"\nplugin built in {took:.0f} s: " + "; ".join(p.build_log))
-        p.configure()
-        p.enable()
-        yield p
-    finally:
-        if h.dockerd is not None and h.dockerd.poll() is None:
-            h.docker_proc("rm", "-f", *h.container_ids())
-            for net in h.docker_proc("network", "ls", "-q", "--filter", "driver=" + PLUGIN).stdout.split():
-                h.docker_proc("network", "rm", net)
-            h.docker_proc("plugin", "disable", "--force", PLUGIN)  # pynet stops before dockerd
-        h.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    with docker_host(engine.host_name("p1"), engine, legacy_pynet=False) as h:
+        try:
+            p = PluginHost(h)
+            took = p.build()
+            print(f"\nplugin built in {took:.0f} s: " + "; ".join(p.build_log))
+            p.configure()
+            p.enable()
+            yield p
+        finally:
+            if h.dockerd is not None and h.dockerd.poll() is None:
+                h.docker_proc("rm", "-f", *h.container_ids())
+                for net in h.docker_proc("network", "ls", "-q", "--filter", "driver=" + PLUGIN).stdout.split():
+                    h.docker_proc("network", "rm", net)
+                h.docker_proc("plugin", "disable", "--force", PLUGIN)  # pynet stops before dockerd
 
 
 class Names(Scenario):

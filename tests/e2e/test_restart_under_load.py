@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from .harness import IMAGE
+from ..support.harness import IMAGE
 from .test_restarts import ipam_addresses, mesh_ok, running, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import IMAGE
+from ..support.harness import IMAGE
 
 pytestmark = pytest.mark.e2e
 

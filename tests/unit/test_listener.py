@@ -15,7 +15,7 @@ from aiohttp import web
 from driver.listener import PluginSocket, bind, systemd_socket
 from driver.server import one_call_per_connection
 
-WRAPPER = Path(__file__).resolve().parents[1] / "e2e" / "listen_fds.py"
+WRAPPER = Path(__file__).resolve().parents[1] / "support" / "listen_fds.py"
 REQUEST = b"POST /%s HTTP/1.1\r\nHost: pynet\r\nContent-Length: 2\r\n\r\n{}"
 
 

@@ -23,8 +23,9 @@ import sys
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence
 
 if TYPE_CHECKING:
     from .engines import Engine
@@ -529,6 +530,29 @@ def remove_plugin_processes(workdir: Path) -> None:
                 d.rmdir()
             except OSError:
                 pass
+
+
+@contextmanager
+def docker_host(name: str, engine: Optional["Engine"] = None, legacy_pynet: bool = True,
+                keep_logs: bool = False) -> Iterator[DockerHost]:
+    """A started private host with the test image, and whatever happens in the
+    block, nothing of it afterwards (`keep_logs`: its *.log files stay, named)."""
+    remove_stale_host(name)  # a killed earlier run's, never another host's
+    workdir = workdir_for(name)
+    host = DockerHost(name, workdir, legacy_pynet=legacy_pynet, engine=engine)
+    try:
+        host.start()
+        host.docker("import", str(build_image_tar(workdir)), IMAGE)
+        yield host
+    finally:
+        host.close()
+        if keep_logs:
+            for path in workdir.iterdir():
+                if path.suffix != ".log":
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+            print(f"logs of host {name} kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def workdir_for(name: str) -> Path:
