@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Optional
 
 IFNAME_MAX = 15
 BRIDGE_PREFIX = "pn-"
@@ -58,3 +59,18 @@ def check_ifname(name: str) -> str:
 def firewall_tag(network_id: str) -> str:
     """The comment on every firewall rule of a network."""
     return f"pynet:{short(network_id)}"
+
+
+_TAGGED = re.compile(r'--comment "pynet:([0-9a-f]{12})"')
+_DERIVED = re.compile(r"^(pn-|pnh|pnc)[0-9a-f]{12}$")
+
+
+def tagged_network(rule_text: str) -> Optional[str]:
+    """The short network ID a rule (as iptables -S prints it) is tagged with, if any."""
+    m = _TAGGED.search(rule_text)
+    return m.group(1) if m else None
+
+
+def is_derived_name(name: str) -> bool:
+    """Whether a link's name is one pynet derives from an ID (a bridge or a veth end)."""
+    return bool(_DERIVED.match(name))

@@ -16,7 +16,6 @@ would do: that is what `pynet doctor` shows.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from typing import Awaitable, Callable, Optional
@@ -32,7 +31,6 @@ from .rules import CHAINS, Rule, plan_sync
 
 log = logging.getLogger("pynet.reconcile")
 
-_TAG = re.compile(r'--comment "pynet:([0-9a-f]{12})"')
 
 # Addresses of a subnet's pool nobody holds: (subnet, held, min_age) -> those addresses.
 AddressQuery = Callable[[IPNetwork, set[IPAddress], float], Awaitable[list[IPAddress]]]
@@ -135,9 +133,9 @@ class Reconciler:
             for table, chains in CHAINS.items():
                 for chain in chains:
                     for spec in snap.chain_rules(table, chain):
-                        m = _TAG.search(spec)
-                        if m and m.group(1) not in known:
-                            stale.setdefault(m.group(1), []).append(
+                        tag = naming.tagged_network(spec)
+                        if tag and tag not in known:
+                            stale.setdefault(tag, []).append(
                                 Rule(family, table, chain, tuple(spec.split(" "))))
             if stale and self.spare_leftovers:
                 for tag in stale:

@@ -37,7 +37,7 @@ HolderLookup = Callable[[IPNetwork, IPAddress], Awaitable[Optional[str]]]
 PoolUserLookup = Callable[[IPNetwork], Optional[str]]
 RouteSource = Callable[[], Awaitable[list[IPNetwork]]]
 # Told of every address Docker releases, so the driver can drop an endpoint
-# Docker has forgotten without telling it (see NetworkDriver.address_released).
+# Docker has forgotten without telling it (see driver/modes.py, address_released).
 ReleaseHook = Callable[[IPNetwork, IPAddress], Awaitable[None]]
 
 

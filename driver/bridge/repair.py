@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,9 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pynet.driver")
 
-# Names pynet derives from IDs: a link of one of these names without a mark
-# is a leftover of a crash between creating it and marking it.
-_DERIVED = re.compile(r"^(pn-|pnh|pnc)[0-9a-f]{12}$")
 # Seconds after Join past which a container end still on the host is no container
 # starting (Docker moves it in within moments, however loaded the host).
 JOIN_GRACE = 60.0
@@ -218,7 +214,8 @@ def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> 
         elif alias.startswith(naming.ALIAS_PREFIX + "endpoint:"):
             owner = alias.split(":", 2)[2]
             orphan = owner not in snap.endpoints and owner not in snap.in_flight
-        elif not alias and _DERIVED.match(name) and info["kind"] in ("bridge", "veth"):
+        elif not alias and naming.is_derived_name(name) and info["kind"] in ("bridge", "veth"):
+            # Without a mark: a leftover of a crash between creating it and marking it.
             orphan = name not in known_bridges and name not in known_veths and name[3:] not in in_flight
         else:
             continue

@@ -37,3 +37,12 @@ def test_endpoint_mac_is_stable_local_unicast(object_id):
 
 def test_endpoint_macs_differ():
     assert len({naming.endpoint_mac(f"{i:064x}") for i in range(1000)}) == 1000
+
+
+def test_tags_and_derived_names_are_read_back():
+    nid = "3f2a9c1b7e4d" + "0" * 52
+    rule = f'-i pn-3f2a9c1b7e4d -m comment --comment "{naming.firewall_tag(nid)}" -j ACCEPT'
+    assert naming.tagged_network(rule) == "3f2a9c1b7e4d"
+    assert naming.tagged_network("-j ACCEPT") is None
+    assert naming.is_derived_name(naming.bridge_name(nid)) and naming.is_derived_name(naming.veth_names(nid)[0])
+    assert not naming.is_derived_name("pn-lan") and not naming.is_derived_name("eth0")
