@@ -80,7 +80,9 @@ async def assemble(db: Database, ipr: AsyncIPRoute, firewall: Firewall, sysctl: 
                        on_release=modes.address_released)
     await driver.load()
     await ipam.load()
-    return Core(driver, modes, ipam, Reconciler(driver, ipam.unheld, ipam.release_in, min_age=stale_after))
+    reconciler = Reconciler([mode.reconciliation() for mode in modes.modes.values()], firewall,
+                            ipam.unheld, ipam.release_in, min_age=stale_after)
+    return Core(driver, modes, ipam, reconciler)
 
 
 async def build(config: Config, ipr: AsyncIPRoute | None = None,

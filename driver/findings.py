@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Awaitable, Callable, Optional
 
+from .rules import Rule
+
 
 @dataclass
 class Finding:
@@ -19,6 +21,15 @@ class Finding:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Expected:
+    """A group of rules a mode wants in place, for pynet doctor's view of the
+    firewall: `finding.problem` may name the family as {family}."""
+
+    finding: Finding
+    rules: list[Rule]
 
 
 @dataclass

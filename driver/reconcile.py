@@ -18,14 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from typing import Awaitable, Callable, Optional
+from dataclasses import replace
+from functools import partial
+from typing import Any, Awaitable, Callable, Optional, Protocol
 
 from ipam.addr import IPAddress, IPNetwork
 
 from . import naming
-from .bridge import NetworkDriver, repair as bridge_repair
 from .errors import DriverError
-from .findings import Finding, unexplained
+from .findings import Decision, Expected, Finding, unexplained
+from .firewall import Firewall
 from .periodic import every
 from .rules import CHAINS, Rule, plan_sync
 
@@ -37,10 +39,38 @@ AddressQuery = Callable[[IPNetwork, set[IPAddress], float], Awaitable[list[IPAdd
 AddressRelease = Callable[[IPNetwork, IPAddress], Awaitable[None]]
 
 
+class ReconciledMode(Protocol):
+    """What reconciliation asks of each network mode (the bridge's: bridge/repair.py)."""
+
+    def counts(self) -> tuple[int, int]:
+        """(networks, endpoints) it holds."""
+        ...
+
+    def known_networks(self) -> set[str]:
+        """IDs of its networks, saved or being created."""
+        ...
+
+    async def observe(self, full: bool) -> Any:
+        """What the kernel has now, beside a copy of its state."""
+        ...
+
+    def decide(self, snapshot: Any, full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
+        """From the snapshot alone: what is out of line, and each fix (pure)."""
+        ...
+
+    def expected_rules(self) -> list[Expected]: ...
+
+    def held_subnets(self) -> list[tuple[str, IPNetwork, set[IPAddress]]]:
+        """(network ID, subnet, addresses its networks and endpoints hold) of every subnet."""
+        ...
+
+
 class Reconciler:
-    def __init__(self, driver: NetworkDriver, unheld_addresses: Optional[AddressQuery] = None,
+    def __init__(self, modes: list[ReconciledMode], firewall: Firewall,
+                 unheld_addresses: Optional[AddressQuery] = None,
                  release_address: Optional[AddressRelease] = None, min_age: float = 60.0) -> None:
-        self.driver = driver
+        self.modes = modes
+        self.firewall = firewall
         self.unheld_addresses = unheld_addresses
         self.release_address = release_address
         self.min_age = min_age  # younger endpoints and addresses may be a container starting now
@@ -58,7 +88,7 @@ class Reconciler:
         wrong state (a plugin upgraded without its state.source, a mistyped
         PYNET_STATE_DIR, another pynet's) than a host full of leftovers. Deleting
         then would cut running containers off, so they are only reported."""
-        return self.fresh_state or not self.driver.networks
+        return self.fresh_state or not any(mode.counts()[0] for mode in self.modes)
 
     async def inspect(self) -> list[Finding]:
         """What is out of line, changing nothing."""
@@ -81,12 +111,12 @@ class Reconciler:
         if self.on_done is not None:
             self.on_done(self.last)
         took = time.monotonic() - started
-        d = self.driver
         if self.last:
             log.warning("reconcile: %s (%.2f s)", ", ".join(f"{n} {what}" for what, n in self.last.items()), took)
         else:
+            networks, endpoints = (sum(c) for c in zip(*(m.counts() for m in self.modes), strict=True))
             log.info("reconcile: state, kernel and firewall agree (%d networks, %d endpoints, %.2f s)",
-                     len(d.networks), len(d.endpoints), took)
+                     networks, endpoints, took)
         return self.last
 
     async def _pass(self, findings: list[Finding], repair: bool, full: bool = True) -> Counter:
@@ -107,12 +137,12 @@ class Reconciler:
             if result is not False:  # False: the object went meanwhile, nothing done
                 done[finding.action] += result if type(result) is int else 1
 
-        d = self.driver
-        snap = await bridge_repair.observe(d, full)
-        for decision in bridge_repair.decide(snap, d, full, self.min_age, self.spare_leftovers):
-            if repair and decision.warn:
-                log.warning("%s", decision.warn)
-            await act(decision.finding, decision.fix)
+        for mode in self.modes:
+            snapshot = await mode.observe(full)
+            for decision in mode.decide(snapshot, full, self.min_age, self.spare_leftovers):
+                if repair and decision.warn:
+                    log.warning("%s", decision.warn)
+                await act(decision.finding, decision.fix)
         if full:
             await self._orphan_rules(act)
         await self._firewall(act, repair, done)
@@ -123,12 +153,11 @@ class Reconciler:
 
     async def _orphan_rules(self, act) -> None:
         """Rules in pynet's chains tagged with a network pynet does not know."""
-        d = self.driver
-        for family in d.firewall.families:
-            snap = await d.firewall.iptables.snapshot(family)
+        for family in self.firewall.families:
+            snap = await self.firewall.iptables.snapshot(family)
             # Known networks are read after the snapshot: a network created in
             # between has its ID in flight or saved by now, never neither.
-            known = {naming.short(n) for n in (*d.networks, *d.in_flight)}
+            known = {naming.short(n) for mode in self.modes for n in mode.known_networks()}
             stale: dict[str, list[Rule]] = {}
             for table, chains in CHAINS.items():
                 for chain in chains:
@@ -143,7 +172,7 @@ class Reconciler:
                 continue
             for tag, rules in stale.items():
                 async def remove(rules=rules) -> int:
-                    await d.firewall.remove(rules)
+                    await self.firewall.remove(rules)
                     return len(rules)
                 await act(Finding("orphan rules removed", f"IPv{family} rules tagged pynet:{tag}",
                                   f"{len(rules)} rules of a network pynet does not know",
@@ -151,44 +180,33 @@ class Reconciler:
                                   "delete them"), remove)
 
     async def _firewall(self, act, repair: bool, done: Counter) -> None:
-        d = self.driver
         if repair:
-            done["firewall rules restored"] += await d.firewall.check()
+            done["firewall rules restored"] += await self.firewall.check()
             return
-        for family in d.firewall.families:
-            snap = await d.firewall.iptables.snapshot(family)
+        for family in self.firewall.families:
+            snap = await self.firewall.iptables.snapshot(family)
             if plan_sync(snap, []):
                 await act(Finding("firewall rules restored", f"pynet's IPv{family} chains",
                                   "chains or jumps are missing or misplaced",
                                   "no pynet network is isolated, forwarded or published correctly",
                                   "recreate the chains and jumps"), None)
-            for net in d.networks.values():
-                group = d.network_rules(net)
-                if not _present(snap, group, family):
-                    await act(Finding("firewall rules restored", f"network {naming.short(net.network_id)}",
-                                      f"IPv{family} firewall rules are missing",
-                                      "its isolation, forwarding or NAT is not what it should be",
-                                      "put the network's rules back, in order"), None)
-            for ep in d.endpoints.values():
-                if ep.bindings and not _present(snap, d.binding_rules(ep), family):
-                    await act(Finding("firewall rules restored", f"endpoint {naming.short(ep.endpoint_id)}",
-                                      f"IPv{family} rules of published ports are missing",
-                                      f"its published ports ({', '.join(map(str, ep.bindings))}) do not answer",
-                                      "put the port rules back"), None)
+            for mode in self.modes:
+                for expected in mode.expected_rules():
+                    if not _present(snap, expected.rules, family):
+                        problem = expected.finding.problem.format(family=family)
+                        await act(replace(expected.finding, problem=problem), None)
 
     async def _addresses(self, act) -> None:
         if self.unheld_addresses is None or self.release_address is None:
             return
-        d = self.driver
-        holders = d.holders()
-        for net in list(d.networks.values()):
-            held = {addr for addr, (nid, _) in holders.items() if nid == net.network_id}
-            for s in net.subnets:
-                for addr in await self.unheld_addresses(s.pool, held, self.min_age):
-                    await act(Finding("addresses reclaimed", f"network {naming.short(net.network_id)}",
+        release = self.release_address
+        for mode in self.modes:
+            for network_id, subnet, held in mode.held_subnets():
+                for addr in await self.unheld_addresses(subnet, held, self.min_age):
+                    await act(Finding("addresses reclaimed", f"network {naming.short(network_id)}",
                                       f"address {addr} is allocated but no endpoint holds it",
                                       "it can never be handed out again", "release it"),
-                              lambda s=s, addr=addr: self.release_address(s.pool, addr))
+                              partial(release, subnet, addr))
 
     async def watch(self, interval: float) -> None:
         await every(interval, self.run, "reconcile")

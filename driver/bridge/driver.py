@@ -32,6 +32,7 @@ from ..rollback import Rollback
 from ..rules import DOCKER_BRIDGE, Rule, docker_bridge_rules
 from . import store
 from .options import parse_network_options
+from .repair import BridgeReconciliation
 from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request, policy
 from .rules import network_rules
 from .setup import NETWORK_STEPS, Build, run_steps, wanted_sysctls
@@ -101,6 +102,9 @@ class NetworkDriver:
         return net
 
     # --- capabilities ------------------------------------------------------
+
+    def reconciliation(self) -> BridgeReconciliation:
+        return BridgeReconciliation(self)
 
     def holds(self, network_id: str) -> bool:
         return network_id in self.networks or network_id in self._creating

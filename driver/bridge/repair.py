@@ -22,7 +22,9 @@ from pyroute2 import AsyncIPRoute
 
 from ..kernel import links, netns
 from ..kernel.sysctl import sysctl_name
-from ..findings import Decision, Finding, unexplained
+from ipam.addr import IPAddress, IPNetwork
+
+from ..findings import Decision, Expected, Finding, unexplained
 from ..rollback import Rollback
 from . import store
 from .setup import wanted_sysctls
@@ -81,6 +83,47 @@ async def observe(d: "NetworkDriver", full: bool) -> Snapshot:
 
 
 Fix = Optional[Callable[[], Awaitable[object]]]
+
+
+class BridgeReconciliation:
+    """The bridge mode as reconcile.Reconciler asks for it (ReconciledMode)."""
+
+    def __init__(self, d: "NetworkDriver") -> None:
+        self.d = d
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.d.networks), len(self.d.endpoints)
+
+    def known_networks(self) -> set[str]:
+        return {*self.d.networks, *self.d.in_flight}
+
+    async def observe(self, full: bool) -> Snapshot:
+        return await observe(self.d, full)
+
+    def decide(self, snapshot: Snapshot, full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
+        return decide(snapshot, self.d, full, min_age, spare_leftovers)
+
+    def expected_rules(self) -> list[Expected]:
+        d = self.d
+        out = [Expected(Finding("firewall rules restored", f"network {naming.short(net.network_id)}",
+                                "IPv{family} firewall rules are missing",
+                                "its isolation, forwarding or NAT is not what it should be",
+                                "put the network's rules back, in order"), d.network_rules(net))
+               for net in d.networks.values()]
+        out += [Expected(Finding("firewall rules restored", f"endpoint {naming.short(ep.endpoint_id)}",
+                                 "IPv{family} rules of published ports are missing",
+                                 f"its published ports ({', '.join(map(str, ep.bindings))}) do not answer",
+                                 "put the port rules back"), d.binding_rules(ep))
+                for ep in d.endpoints.values() if ep.bindings]
+        return out
+
+    def held_subnets(self) -> list[tuple[str, IPNetwork, set[IPAddress]]]:
+        holders = self.d.holders()
+        out = []
+        for net in list(self.d.networks.values()):
+            held = {addr for addr, (nid, _) in holders.items() if nid == net.network_id}
+            out += [(net.network_id, s.pool, held) for s in net.subnets]
+        return out
 
 
 def decide(snap: Snapshot, d: "NetworkDriver", full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
