@@ -170,7 +170,7 @@ async def serve(config: Config) -> None:
 
     await stop.wait()
     log.info("pynet stopping: answering the calls already accepted, taking no new one")
-    await listener.stop(runner.server)
+    await listener.stop()
     await runner.cleanup()  # stops the background tasks too
     await plugin.db.close()
     plugin.ipr.close()

@@ -47,7 +47,8 @@ class PluginSocket:
         self.path = path
         self.inherited = inherited
         self.site: Optional[web.SockSite] = None
-        self._waiting: list[asyncio.BaseTransport] = []
+        self.server: Optional[web.Server] = None
+        self._report: Optional[asyncio.Task] = None  # referenced: the loop keeps only weak ones
 
     @classmethod
     def open(cls, path: str) -> "PluginSocket":
@@ -63,36 +64,36 @@ class PluginSocket:
 
     async def start(self, runner: web.AppRunner) -> None:
         """Answer what waited in the backlog (a restart under socket activation), then serve."""
-        waiting = accept_waiting(self.sock) if self.inherited else []
+        assert runner.server is not None, "runner.setup() first"
+        self.server = runner.server
+        waiting = await self._answer_queued() if self.inherited else []
         if waiting:
             log.info("pynet: %d connection(s) were waiting on %s while pynet was down; answering them",
                      len(waiting), self.path)
-        loop = asyncio.get_running_loop()
-        server = runner.server
-        assert server is not None, "runner.setup() first"
-        for conn in waiting:
-            transport, _ = await loop.connect_accepted_socket(server, conn)
-            self._waiting.append(transport)
+            self._report = asyncio.create_task(self._report_waiting(waiting))
         # SockSite listens again: with asyncio's default backlog (100) it would
         # shrink systemd's (Backlog=4096) and pynet's own, and a burst would fail.
         self.site = web.SockSite(runner, self.sock, backlog=socket.SOMAXCONN)
         await self.site.start()
-        if self._waiting:
-            asyncio.get_running_loop().create_task(self._report_waiting())
 
-    async def _report_waiting(self) -> None:
-        total = len(self._waiting)
-        if await until(lambda: all(t.is_closing() for t in self._waiting), DRAIN_TIMEOUT):
-            log.info("pynet: answered the %d connection(s) that waited while pynet was down", total)
-        else:
-            open_ = sum(not t.is_closing() for t in self._waiting)
-            log.warning("pynet: %d of the %d connection(s) that waited while pynet was down are still"
-                        " open after %.0f s", open_, total, DRAIN_TIMEOUT)
-        self._waiting.clear()
-
-    async def stop(self, server: Optional[web.Server], timeout: float = DRAIN_TIMEOUT) -> None:
-        """Stop taking calls without losing one; see the module's docstring."""
+    async def _answer_queued(self) -> list[asyncio.BaseTransport]:
+        """Accept what waits in the socket's queue and hand it to the server."""
+        assert self.server is not None
         loop = asyncio.get_running_loop()
+        return [(await loop.connect_accepted_socket(self.server, conn))[0] for conn in accept_waiting(self.sock)]
+
+    async def _report_waiting(self, waiting: list[asyncio.BaseTransport]) -> None:
+        if await until(lambda: all(t.is_closing() for t in waiting), DRAIN_TIMEOUT):
+            log.info("pynet: answered the %d connection(s) that waited while pynet was down", len(waiting))
+        else:
+            still = sum(not t.is_closing() for t in waiting)
+            log.warning("pynet: %d of the %d connection(s) that waited while pynet was down are still"
+                        " open after %.0f s", still, len(waiting), DRAIN_TIMEOUT)
+
+    async def stop(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Stop taking calls without losing one; see the module's docstring."""
+        server = self.server
+        assert server is not None, "start() first"
         if not self.inherited:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)  # from here a dial fails, and Docker retries it whole
@@ -100,18 +101,17 @@ class PluginSocket:
         # asyncio makes an accepted connection's transport in a task one loop
         # iteration after the accept, and drops it silently if the server was
         # closed meanwhile. So: stop accepting, let those tasks run, then close.
-        loop.remove_reader(self.sock.fileno())
-        if not self.inherited and server is not None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        if not self.inherited:
             # What is still queued on pynet's own socket is Docker's too: nobody
             # else will answer it, and closing the socket would reset it.
-            for conn in accept_waiting(self.sock):
-                await loop.connect_accepted_socket(server, conn)
+            await self._answer_queued()
         for _ in range(5):
             await asyncio.sleep(0)
         if self.site is not None:
             await self.site.stop()  # closes pynet's copy; systemd's stays open and queues
         started = time.monotonic()
-        if server is not None and not await until(lambda: not server.connections, timeout, settle=3):
+        if not await until(lambda: not server.connections, timeout, settle=3):
             log.warning("pynet: %d call(s) still unanswered %.0f s after the stop began; closing them",
                         len(server.connections), time.monotonic() - started)
 

@@ -8,7 +8,7 @@ to the mode that holds it, and a call about a network no mode holds goes to
 the default mode (unknown IDs in deletes succeed there).
 
 A new mode is a package beside driver/bridge/ that implements NetworkMode,
-and one entry in the dict app.build() passes to Modes.
+and one entry in the dict app.assemble() passes to Modes.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from . import naming
 from .contract import NetworkApi
 from .errors import InvalidRequest
 from .reconcile import ReconciledMode
-from .wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest,
+from .wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest,
                    DiscoveryRequest, Empty, EndpointRequest, JoinRequest, JoinResponse, NetworkRequest,
                    OperInfoResponse, ProgramExternalConnectivityRequest)
 
 MODE = "pynet.mode"
 DEFAULT_MODE = "bridge"
-GENERIC = "com.docker.network.generic"  # where Docker puts `-o KEY=VALUE`
 
 
 class NetworkMode(NetworkApi, Protocol):

@@ -114,7 +114,8 @@ class Reconciler:
         if self.last:
             log.warning("reconcile: %s (%.2f s)", ", ".join(f"{n} {what}" for what, n in self.last.items()), took)
         else:
-            networks, endpoints = (sum(c) for c in zip(*(m.counts() for m in self.modes), strict=True))
+            counts = [mode.counts() for mode in self.modes]
+            networks, endpoints = sum(n for n, _ in counts), sum(e for _, e in counts)
             log.info("reconcile: state, kernel and firewall agree (%d networks, %d endpoints, %.2f s)",
                      networks, endpoints, took)
         return self.last

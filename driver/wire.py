@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 DockerID = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{12,64}$")]
 
 
+GENERIC = "com.docker.network.generic"  # the CreateNetwork option holding `-o KEY=VALUE`
+
+
 class Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 

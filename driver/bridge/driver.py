@@ -33,16 +33,15 @@ from ..rules import DOCKER_BRIDGE, Rule, docker_bridge_rules
 from . import store
 from .options import parse_network_options
 from .repair import BridgeReconciliation
-from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request, policy
-from .rules import network_rules
-from .setup import NETWORK_STEPS, Build, run_steps, wanted_sysctls
+from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request
+from .rules import rules_of
+from .setup import NETWORK_STEPS, Build, run_steps
 from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, InterfaceName,
                    JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
                    ProgramExternalConnectivityRequest)
 
 log = logging.getLogger("pynet.driver")
-
 
 
 class NetworkDriver:
@@ -81,7 +80,7 @@ class NetworkDriver:
         log.info("driver: loaded %d networks, %d endpoints", len(self.networks), len(self.endpoints))
 
     def network_rules(self, net: store.Network) -> list[Rule]:
-        return network_rules(policy(net))
+        return rules_of(net)
 
     async def refresh_docker_bridges(self) -> None:
         found = await links.dump_links(self.ipr)
@@ -167,8 +166,6 @@ class NetworkDriver:
                           saved=self.networks.get(net.network_id) is net, with_rules=with_rules)
             await run_steps(NETWORK_STEPS, build)
         return build.created
-
-    wanted_sysctls = staticmethod(wanted_sysctls)  # for reconciliation
 
     async def _remove_network_kernel(self, net: store.Network, bridge_too: bool = True) -> None:
         await self.firewall.remove(self.network_rules(net))

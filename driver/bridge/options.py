@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 from .. import naming
 from ..errors import InvalidRequest
+from ..wire import GENERIC
 
 BRIDGE_NAME = "com.docker.network.bridge.name"
 ENABLE_ICC = "com.docker.network.bridge.enable_icc"
@@ -23,7 +24,6 @@ GATEWAY_MODE_IPV6 = "com.docker.network.bridge.gateway_mode_ipv6"
 MTU = "com.docker.network.driver.mtu"
 
 # Top-level keys Docker itself puts in CreateNetwork's Options.
-GENERIC = "com.docker.network.generic"
 ENABLE_IPV6 = "com.docker.network.enable_ipv6"
 INTERNAL = "com.docker.network.internal"
 

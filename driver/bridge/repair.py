@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
-from .. import naming
 from pyroute2 import AsyncIPRoute
 
-from ..kernel import links, netns
-from ..kernel.sysctl import sysctl_name
 from ipam.addr import IPAddress, IPNetwork
 
+from .. import naming
 from ..findings import Decision, Expected, Finding, unexplained
+from ..kernel import links, netns
+from ..kernel.sysctl import sysctl_name
 from ..rollback import Rollback
 from . import store
 from .setup import wanted_sysctls
@@ -287,6 +287,7 @@ async def repair_network(d: "NetworkDriver", net: store.Network) -> bool:
         await d.ensure_network_kernel(net, with_rules=False)
         return True
 
+
 async def repair_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
     """Put a saved endpoint's host veth back on its bridge, up."""
     async with d.lock(ep.network_id):
@@ -295,6 +296,7 @@ async def repair_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
             return False
         await d.ensure_endpoint_kernel(net, ep)
         return True
+
 
 async def rebuild_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
     """Give a running container back the interface it lost when its veth

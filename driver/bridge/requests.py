@@ -13,7 +13,6 @@ from ..errors import InvalidRequest
 from ..wire import CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest, IPAMData, InterfaceReply
 from . import store
 from .options import parse_network_options
-from .rules import NetworkPolicy
 
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _SANDBOX = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # Docker's are 12 hex digits
@@ -86,15 +85,6 @@ def subnet(nid: str, data: IPAMData, version: int) -> store.Subnet:
         if addr not in pool:
             raise InvalidRequest(f"network {nid}: aux address {name}={addr} is outside subnet {pool}")
     return store.Subnet(pool, gateway, aux)
-
-
-def policy(net: store.Network) -> NetworkPolicy:
-    o = net.options
-    return NetworkPolicy(
-        bridge=net.bridge, tag=naming.firewall_tag(net.network_id),
-        subnets4=tuple(str(s.pool) for s in net.ipv4), subnets6=tuple(str(s.pool) for s in net.ipv6),
-        icc=o.icc, masquerade4=o.masquerade, masquerade6=o.gateway_mode_ipv6 == "nat",
-        internal=o.internal)
 
 
 def endpoint_reply(ep: store.Endpoint) -> CreateEndpointResponse:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .. import naming
 from ..rules import FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2, POSTROUTING, Rule, comment
+from . import store
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,13 @@ def network_rules(p: NetworkPolicy) -> list[Rule]:
             if masquerade:
                 add("nat", POSTROUTING, "-s", subnet, "!", "-o", br, target="MASQUERADE")
     return rules
+
+
+def rules_of(net: store.Network) -> list[Rule]:
+    """A saved network's rules: its policy read from its record."""
+    o = net.options
+    return network_rules(NetworkPolicy(
+        bridge=net.bridge, tag=naming.firewall_tag(net.network_id),
+        subnets4=tuple(str(s.pool) for s in net.ipv4), subnets6=tuple(str(s.pool) for s in net.ipv6),
+        icc=o.icc, masquerade4=o.masquerade, masquerade6=o.gateway_mode_ipv6 == "nat",
+        internal=o.internal))

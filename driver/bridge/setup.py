@@ -19,8 +19,7 @@ from ..kernel import links
 from ..kernel.sysctl import Sysctl
 from ..rollback import Rollback
 from . import store
-from .requests import policy
-from .rules import network_rules
+from .rules import rules_of
 
 log = logging.getLogger("pynet.driver")
 
@@ -81,7 +80,7 @@ async def _sysctls(b: Build) -> None:
 
 
 async def _rules(b: Build) -> None:
-    rules = network_rules(policy(b.net))
+    rules = rules_of(b.net)
     if not b.saved:  # a saved network keeps its rules: this call did not add them
         b.undo.push(lambda: b.firewall.remove(rules), "its firewall rules")
     await b.firewall.ensure([rules])

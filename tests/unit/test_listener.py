@@ -76,7 +76,7 @@ async def test_a_stop_answers_every_accepted_call_and_refuses_new_dials(tmp_path
     in_flight = asyncio.create_task(call(path, "slow"))
     silent = asyncio.create_task(call(path, "fast", send_after=late))  # connected, request not yet written
     await asyncio.sleep(0.1)
-    stopping = asyncio.create_task(listener.stop(runner.server, timeout=10))
+    stopping = asyncio.create_task(listener.stop(timeout=10))
     await asyncio.sleep(0.2)
     assert not os.path.exists(path)  # a new dial fails, and Docker retries it with its body
     with pytest.raises((FileNotFoundError, ConnectionRefusedError)):
@@ -104,7 +104,7 @@ async def test_a_connection_accepted_just_before_the_stop_is_answered_before_it_
     client.sendall(REQUEST % b"fast")
     await asyncio.sleep(0)  # the loop sees the socket readable; accepts after this task's step
     await asyncio.sleep(0)  # accepted, its protocol not made yet
-    await listener.stop(runner.server, timeout=5)
+    await listener.stop(timeout=5)
     client.setblocking(False)
     assert client.recv(4096).startswith(b"HTTP/1.1 200")  # answered before the stop returned
     client.close()
@@ -124,7 +124,7 @@ async def test_a_burst_of_dials_while_the_loop_is_busy_is_queued_not_refused(tmp
         client.connect(path)  # BlockingIOError if the backlog were full
         client.sendall(REQUEST % b"fast")
         clients.append(client)
-    await listener.stop(runner.server, timeout=10)  # also drains what is still queued
+    await listener.stop(timeout=10)  # also drains what is still queued
     for client in clients:
         client.setblocking(True)
         client.settimeout(5)
@@ -141,7 +141,7 @@ async def test_a_stop_that_times_out_says_so(tmp_path, caplog):
     stuck = asyncio.create_task(call(path, "slow"))
     await asyncio.sleep(0.1)
     with caplog.at_level(logging.WARNING, logger="pynet"):
-        await listener.stop(runner.server, timeout=0.3)
+        await listener.stop(timeout=0.3)
     assert "1 call(s) still unanswered" in caplog.text
     app.release.set()
     await runner.cleanup()
@@ -157,7 +157,7 @@ async def test_calls_wait_in_systemds_socket_for_the_next_pynet(tmp_path, caplog
     first = PluginSocket(held.dup(), path, inherited=True)
     runner = await app.serve(first)
     assert (await call(path)).startswith(b"HTTP/1.1 200")
-    await first.stop(runner.server, timeout=5)
+    await first.stop(timeout=5)
     await runner.cleanup()
     assert os.path.exists(path)  # systemd's path stays
 
@@ -172,7 +172,7 @@ async def test_calls_wait_in_systemds_socket_for_the_next_pynet(tmp_path, caplog
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
     assert "3 connection(s) were waiting" in caplog.text
     assert "answered the 3 connection(s)" in caplog.text
-    await second.stop(runner.server, timeout=5)
+    await second.stop(timeout=5)
     await runner.cleanup()
     held.close()
 
