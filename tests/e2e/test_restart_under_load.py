@@ -29,23 +29,23 @@ pytestmark = pytest.mark.e2e
 ROUNDS, PARALLEL, DELAY, MIDWAY = 3, 10, 0.4, 3
 
 
-def endpoints(host, net: str) -> int:
-    nid = host.inspect(net)["Id"]
+def endpoints(host, nid: str) -> int:
     return host.state_query("SELECT COUNT(*) FROM endpoints WHERE network_id = ?", nid)[0][0]
 
 
 def restart_rounds(host, scenario, net: str, restart: Callable[[], None]) -> list[str]:
     """The rounds; returns the errors of the `docker run`s that failed."""
     failed = []
+    nid = host.inspect(net)["Id"]  # once: the loop below polls every 10 ms
     for _ in range(ROUNDS):
         names = [scenario.name("rr") for _ in range(PARALLEL)]
         scenario.containers += names
-        before = endpoints(host, net)
+        before = endpoints(host, nid)
         with ThreadPoolExecutor(PARALLEL) as pool:
             runs = [pool.submit(host.docker_proc, "run", "-d", "--name", n, "--network", net,
                                 IMAGE, "sleep", "1000") for n in names]
             deadline = time.monotonic() + DELAY
-            while time.monotonic() < deadline and endpoints(host, net) < before + MIDWAY:
+            while time.monotonic() < deadline and endpoints(host, nid) < before + MIDWAY:
                 time.sleep(0.01)
             restart()
             failed += [f"{n}: {r.stderr.strip()}" for n, f in zip(names, runs, strict=True)
