@@ -22,7 +22,6 @@ from ipam.service import IpamService
 
 from . import __version__
 from .config import Config
-from .kernel import links
 from .metrics import Metrics
 from .bridge import NetworkDriver
 from .reconcile import Reconciler
@@ -61,7 +60,7 @@ class DebugApi:
         except Exception as exc:  # noqa: BLE001 - reported, not raised
             checks["state"] = f"failing: {exc}"
         try:
-            await links.get_link(self.driver.ipr, "lo")
+            await self.driver.ipr.link("get", ifname="lo")  # pynet's pyroute2 handle answers
             checks["kernel"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["kernel"] = f"failing: {exc}"

@@ -85,7 +85,7 @@ class NetworkDriver:
     async def refresh_docker_bridges(self) -> None:
         found = await links.dump_links(self.ipr)
         self.docker_bridges = sorted(name for name, info in found.items()
-                                     if DOCKER_BRIDGE.match(name) and info["kind"] == "bridge")
+                                     if DOCKER_BRIDGE.match(name) and info.kind == "bridge")
 
     def wanted_rules(self) -> list[list[Rule]]:
         """Every group of firewall rules the saved state calls for."""
@@ -229,7 +229,10 @@ class NetworkDriver:
                         naming.short(net.network_id), net.bridge)
             await self.ensure_network_kernel(net)
             bridge = await links.get_link(self.ipr, net.bridge)
-        return await links.ensure_veth(self.ipr, ep.host_if, ep.peer_if, bridge["index"],
+            if bridge is None:
+                raise KernelError(f"network {naming.short(net.network_id)}: bridge {net.bridge}"
+                                  " vanished right after it was rebuilt")
+        return await links.ensure_veth(self.ipr, ep.host_if, ep.peer_if, bridge.index,
                                        naming.endpoint_alias(ep.endpoint_id), ep.mac,
                                        mtu=net.options.mtu)
 

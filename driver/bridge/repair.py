@@ -24,6 +24,7 @@ from ipam.addr import IPAddress, IPNetwork
 from .. import naming
 from ..findings import Decision, Expected, Finding, unexplained
 from ..kernel import links, netns
+from ..kernel.link_reader import Link
 from ..kernel.sysctl import sysctl_name
 from ..rollback import Rollback
 from . import store
@@ -49,7 +50,7 @@ class Snapshot:
     joined_at: dict[str, float]
     loaded_at: float
     now: float
-    links: dict[str, dict]  # name -> index, kind, alias, master, up
+    links: dict[str, Link]  # by name
     addresses: dict[int, set[str]] = field(default_factory=dict)  # link index -> "ip/len"
     wrong_sysctls: dict[str, list[str]] = field(default_factory=dict)  # network ID -> keys not at 1
     sysctls_read_only: Optional[str] = None  # why pynet cannot set them, if it cannot
@@ -146,10 +147,10 @@ def _networks(snap: Snapshot, d: "NetworkDriver") -> list[Decision]:
                                         "its containers have no network at all",
                                         "recreate the bridge, its gateway addresses and settings"), fix))
             continue
-        have = snap.addresses.get(bridge["index"], set())
+        have = snap.addresses.get(bridge.index, set())
         lost = [str(g) for g in net.bridge_gateways if str(g) not in have]
-        if lost or not bridge["up"]:
-            problem = (f"bridge {net.bridge} is down" if not bridge["up"] else
+        if lost or not bridge.up:
+            problem = (f"bridge {net.bridge} is down" if not bridge.up else
                        f"bridge {net.bridge} lost its gateway address {', '.join(lost)}")
             out.append(Decision(Finding("bridges repaired", subject, problem,
                                         "its containers cannot reach their gateway or leave the network",
@@ -193,7 +194,7 @@ def _endpoints(snap: Snapshot, d: "NetworkDriver", min_age: float) -> list[Decis
             continue
         if link is not None:
             bridge = snap.links.get(net.bridge) if net else None
-            if net is not None and bridge is not None and (link["master"] != bridge["index"] or not link["up"]):
+            if net is not None and bridge is not None and (link.master != bridge.index or not link.up):
                 out.append(Decision(Finding("endpoints repaired", subject,
                                             f"veth {ep.host_if} is not up on bridge {net.bridge}",
                                             "its container is cut off from the network",
@@ -250,28 +251,28 @@ def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> 
     in_flight = {naming.short(i) for i in snap.in_flight}
     out = []
     for name, info in snap.links.items():
-        alias = info["alias"] or ""
+        alias = info.alias or ""
         if alias.startswith(naming.ALIAS_PREFIX + "network:"):
             owner = alias.split(":", 2)[2]
             orphan = owner not in snap.networks and owner not in snap.in_flight
         elif alias.startswith(naming.ALIAS_PREFIX + "endpoint:"):
             owner = alias.split(":", 2)[2]
             orphan = owner not in snap.endpoints and owner not in snap.in_flight
-        elif not alias and naming.is_derived_name(name) and info["kind"] in ("bridge", "veth"):
+        elif not alias and naming.is_derived_name(name) and info.kind in ("bridge", "veth"):
             # Without a mark: a leftover of a crash between creating it and marking it.
             orphan = name not in known_bridges and name not in known_veths and name[3:] not in in_flight
         else:
             continue
         if not orphan:
             continue
-        kind = info["kind"] or "link"
+        kind = info.kind or "link"
         if spare_leftovers:
             out.append(Decision(unexplained(f"{kind} {name}"), None))
             continue
         out.append(Decision(Finding(f"orphan {kind}s deleted", f"{kind} {name}",
                                     "pynet made it, but no saved network or endpoint explains it",
                                     "a leftover of an interrupted call", "delete it"),
-                            partial(links.delete_owned_link, d.ipr, name, info["alias"])))
+                            partial(links.delete_owned_link, d.ipr, name, info.alias)))
     return out
 
 

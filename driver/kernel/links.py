@@ -17,6 +17,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import Conflict, KernelError
+from .link_reader import Link, reader
 
 IFA_F_NODAD = 0x02  # IPv6 gateway usable at once, without duplicate address detection
 MAIN_TABLE = 254
@@ -35,19 +36,9 @@ async def dump(ipr: AsyncIPRoute, what: str, **filters) -> list:
         return [msg async for msg in await getattr(ipr, what)("dump", **filters)]
 
 
-async def get_link(ipr: AsyncIPRoute, name: str):
-    """The link message for `name`, or None."""
-    try:
-        links = await ipr.link("get", ifname=name)
-    except NetlinkError as exc:
-        if exc.code == errno.ENODEV:
-            return None
-        raise KernelError(f"link {name}: {exc}") from None
-    return links[0] if links else None
-
-
-def _kind(link) -> Optional[str]:
-    return link.get(("linkinfo", "kind"))
+async def get_link(ipr: AsyncIPRoute, name: str) -> Optional[Link]:
+    """The link `name` of the handle's namespace, or None."""
+    return await reader(ipr).get(name)
 
 
 async def ensure_bridge(ipr: AsyncIPRoute, name: str, alias: str, mtu: Optional[int] = None,
@@ -68,21 +59,20 @@ async def ensure_bridge(ipr: AsyncIPRoute, name: str, alias: str, mtu: Optional[
         link = await get_link(ipr, name)
         if link is None:
             raise KernelError(f"bridge {name}: vanished right after it was created")
-        created = link.get("ifalias") is None
-    elif _kind(link) != "bridge" or link.get("ifalias") not in (
-            (alias, None) if adopt_unmarked else (alias,)):
+        created = link.alias is None
+    elif link.kind != "bridge" or link.alias not in ((alias, None) if adopt_unmarked else (alias,)):
         raise Conflict(f"interface {name} already exists and is not this network's bridge"
-                       f" (kind {_kind(link) or 'unknown'}, alias {link.get('ifalias')!r})")
+                       f" (kind {link.kind or 'unknown'}, alias {link.alias!r})")
     settings: dict[str, object] = {"state": "up", "ifalias": alias}
     if mtu:
         settings["mtu"] = mtu
     try:
-        await ipr.link("set", index=link["index"], **settings)
+        await ipr.link("set", index=link.index, **settings)
     except NetlinkError as exc:
         if created:
             await delete_link(ipr, name)
         raise KernelError(f"bridge {name}: cannot bring up: {exc}") from None
-    return link["index"], created
+    return link.index, created
 
 
 async def ensure_addresses(ipr: AsyncIPRoute, index: int, name: str,
@@ -115,7 +105,7 @@ async def delete_link(ipr: AsyncIPRoute, name: str) -> bool:
 async def delete_owned_link(ipr: AsyncIPRoute, name: str, alias: Optional[str]) -> bool:
     """Delete `name` only if it (still) carries `alias` (never anybody else's link)."""
     link = await get_link(ipr, name)
-    if link is None or link.get("ifalias") != alias:
+    if link is None or link.alias != alias:
         return False
     return await delete_link(ipr, name)
 
@@ -130,9 +120,9 @@ async def ensure_veth(ipr: AsyncIPRoute, host: str, peer: str, bridge_index: int
     """
     link = await get_link(ipr, host)
     created = False
-    if link is not None and (link.get("ifalias") not in (alias, None) or _kind(link) != "veth"):
+    if link is not None and (link.alias not in (alias, None) or link.kind != "veth"):
         raise Conflict(f"interface {host} already exists and is not this endpoint's veth"
-                       f" (kind {_kind(link) or 'unknown'}, alias {link.get('ifalias')!r})")
+                       f" (kind {link.kind or 'unknown'}, alias {link.alias!r})")
     if link is None:
         extra = {"mtu": mtu} if mtu else {}
         try:
@@ -144,8 +134,10 @@ async def ensure_veth(ipr: AsyncIPRoute, host: str, peer: str, bridge_index: int
     try:
         await ipr.link("set", ifname=host, master=bridge_index, state="up", ifalias=alias)
         # Hairpin: a container may reach its own published port through the host.
-        (link,) = await ipr.link("get", ifname=host)
-        await ipr.brport("set", index=link["index"], mode=1)
+        link = await get_link(ipr, host)
+        if link is None:
+            raise KernelError(f"veth {host}: vanished while being attached")
+        await ipr.brport("set", index=link.index, mode=1)
     except NetlinkError as exc:
         if created:
             await delete_link(ipr, host)
@@ -168,15 +160,9 @@ async def host_routes(ipr: AsyncIPRoute) -> list[ipaddress.IPv4Network | ipaddre
     return routes
 
 
-async def dump_links(ipr: AsyncIPRoute) -> dict[str, dict]:
-    """Every link of the namespace by name: index, kind, alias, master index, up."""
-    found = {}
-    # RTEXT_FILTER_SKIP_STATS: statistics are most of each message and unused here.
-    for msg in await dump(ipr, "link", ext_mask=8):
-        name = msg.get("ifname")
-        found[name] = {"index": msg["index"], "kind": _kind(msg), "alias": msg.get("ifalias"),
-                       "master": msg.get("master"), "up": bool(msg["flags"] & 1)}
-    return found
+async def dump_links(ipr: AsyncIPRoute) -> dict[str, Link]:
+    """Every link of the namespace by name."""
+    return {link.name: link for link in await reader(ipr).dump()}
 
 
 async def dump_addresses(ipr: AsyncIPRoute) -> dict[int, set[str]]:

@@ -218,7 +218,7 @@ async def test_delete_link_of_a_missing_link(ns, ipr):
 
 async def test_get_link(ns, ipr):
     assert await kl.get_link(ipr, "nosuchlink") is None
-    assert (await kl.get_link(ipr, "lo"))["index"] == ns.link("lo")["ifindex"]
+    assert (await kl.get_link(ipr, "lo")).index == ns.link("lo")["ifindex"]
 
 
 # --- routes --------------------------------------------------------------------------

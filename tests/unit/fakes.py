@@ -23,6 +23,7 @@ from driver.bridge import NetworkDriver
 from driver.app import assemble, open_state
 from driver.modes import Modes
 from driver.kernel.netns import DEFAULT_NETNS_DIRS
+from driver.kernel.link_reader import Link
 from driver.server import make_app
 from ipam.addr import make_address
 from ipam.pools import parse_default_pools
@@ -183,6 +184,10 @@ class FakeIPRoute:
         self.brports[kw["index"]] = kw.get("mode")
         return []
 
+    @property
+    def link_reader(self) -> "FakeLinkReader":
+        return FakeLinkReader(self)
+
     def close(self) -> None:
         pass
 
@@ -190,6 +195,25 @@ class FakeIPRoute:
         return (sorted((m["ifname"], m["kind"], m["ifalias"], m["master"], m["flags"], m["mtu"])
                        for m in self.links.values()),
                 sorted((i, sorted(a)) for i, a in self.addrs.items()))
+
+
+class FakeLinkReader:
+    """driver/kernel/link_reader.py's LinkReader over the fake's tables."""
+
+    def __init__(self, ipr: FakeIPRoute) -> None:
+        self.ipr = ipr
+
+    @staticmethod
+    def _link(m: Msg) -> Link:
+        return Link(index=m["index"], name=m["ifname"], kind=m["kind"], alias=m["ifalias"],
+                    master=m["master"], up=bool(m["flags"] & 1), mtu=m["mtu"], mac=m.get("address") or "")
+
+    async def get(self, name: str) -> Optional[Link]:
+        msg = self.ipr.links.get(name)
+        return self._link(msg) if msg is not None else None
+
+    async def dump(self) -> list[Link]:
+        return [self._link(m) for m in self.ipr.links.values()]
 
 
 _FIREWALL_ARG = re.compile(r'^[A-Za-z0-9_.:/,!+\-\[\]"]+$')

@@ -4,12 +4,14 @@ no root, no kernel. (tests/kernel/test_reconcile.py repairs a real one.)"""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 from types import SimpleNamespace
 
 from driver import naming
 from driver.bridge import store
 from driver.bridge.options import NetworkOptions
 from driver.bridge.repair import JOIN_GRACE, Snapshot, decide
+from driver.kernel.link_reader import Link
 
 NID = "1ed2c0ffee00" + "a" * 52
 EID = "3f2a9c1b7e4d" + "b" * 52
@@ -28,8 +30,8 @@ def endpoint(sandbox: str = "/run/docker/netns/c1", created: float = NOW - 3600)
     return store.Endpoint(EID, NID, HOST, PEER, "02:00:00:00:00:01", True, I("10.1.0.2/24"), None, sandbox, created)
 
 
-def link(index: int, kind: str, alias: str | None, master: int | None = None, up: bool = True) -> dict:
-    return {"index": index, "kind": kind, "alias": alias, "master": master, "up": up}
+def link(index: int, kind: str, alias: str | None, master: int | None = None, up: bool = True) -> Link:
+    return Link(index=index, name="", kind=kind, alias=alias, master=master, up=up)
 
 
 def healthy(**changes) -> Snapshot:
@@ -69,7 +71,7 @@ def test_a_missing_bridge_is_recreated_and_nothing_else_is_judged_on_it():
 
 def test_a_bridge_down_or_without_its_gateway_is_repaired():
     down = healthy()
-    down.links[BRIDGE]["up"] = False
+    down.links[BRIDGE] = replace(down.links[BRIDGE], up=False)
     assert actions(down, full=False) == [("bridges repaired", True)]
     assert actions(healthy(addresses={}), full=False) == [("bridges repaired", True)]
 
@@ -83,7 +85,7 @@ def test_wrong_settings_are_set_or_named_when_pynet_cannot():
 
 def test_a_veth_off_its_bridge_is_put_back():
     snap = healthy()
-    snap.links[HOST]["master"] = None
+    snap.links[HOST] = replace(snap.links[HOST], master=None)
     assert actions(snap) == [("endpoints repaired", True)]
 
 
