@@ -27,6 +27,7 @@ from .db import Database
 from .firewall import Firewall
 from .kernel import links
 from .kernel.firewall import Iptables
+from .kernel.netlink_thread import KernelThread
 from .kernel.sysctl import Sysctl
 from .debug import DebugApi, state_counts
 from .metrics import Metrics
@@ -44,7 +45,7 @@ log = logging.getLogger("pynet")
 class Plugin:
     config: Config
     db: Database
-    ipr: AsyncIPRoute
+    ipr: AsyncIPRoute | KernelThread
     driver: NetworkDriver  # the bridge mode
     modes: Modes  # what Docker's calls go to
     ipam: IpamService
@@ -90,7 +91,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     """Open the state and load it; the kernel handles can be given (tests)."""
     defaults = parse_default_pools(config.default_pools)  # refuse a bad setting before anything
     db = await open_state(config.database)
-    ipr = ipr or AsyncIPRoute()
+    ipr = ipr or KernelThread()
     v4, v6 = IPTABLES[config.iptables]
     firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
     core = await assemble(db, ipr, firewall, Sysctl(root=config.sysctl_root), defaults, config.netns_dirs,
