@@ -21,6 +21,9 @@ from .link_reader import Link, reader
 
 IFA_F_NODAD = 0x02  # IPv6 gateway usable at once, without duplicate address detection
 MAIN_TABLE = 254
+# A bridge port's settings inside a link change (`ip link set X type bridge_slave hairpin on`).
+HAIRPIN = {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
+                     ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1)]})]}
 
 _dump_locks: "weakref.WeakKeyDictionary[AsyncIPRoute, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
@@ -118,26 +121,29 @@ async def ensure_veth(ipr: AsyncIPRoute, host: str, peer: str, bridge_index: int
     endpoint's alias (or none: a crash between creating and marking it; the
     name is derived from the endpoint ID) is put right and kept.
     """
-    link = await get_link(ipr, host)
+    extra = {"mtu": mtu} if mtu else {}
     created = False
-    if link is not None and (link.alias not in (alias, None) or link.kind != "veth"):
-        raise Conflict(f"interface {host} already exists and is not this endpoint's veth"
-                       f" (kind {link.kind or 'unknown'}, alias {link.alias!r})")
-    if link is None:
-        extra = {"mtu": mtu} if mtu else {}
-        try:
-            await ipr.link("add", ifname=host, kind="veth",
-                           peer={"ifname": peer, "address": mac, **extra}, **extra)
-        except NetlinkError as exc:
-            raise KernelError(f"veth {host}/{peer}: cannot create: {exc}") from None
-        created = True
     try:
-        await ipr.link("set", ifname=host, master=bridge_index, state="up", ifalias=alias)
-        # Hairpin: a container may reach its own published port through the host.
+        # The pair, on the bridge and up, in one request: each change waits for the
+        # RTNL lock, which Docker holds for long stretches while it starts containers.
+        await ipr.link("add", ifname=host, kind="veth", peer={"ifname": peer, "address": mac, **extra},
+                       master=bridge_index, state="up", **extra)
+        created = True
+    except NetlinkError as exc:
+        if exc.code != errno.EEXIST:
+            raise KernelError(f"veth {host}/{peer}: cannot create: {exc}") from None
         link = await get_link(ipr, host)
-        if link is None:
-            raise KernelError(f"veth {host}: vanished while being attached")
-        await ipr.brport("set", index=link.index, mode=1)
+        if link is None:  # the peer's name is taken
+            raise KernelError(f"veth {host}/{peer}: cannot create: {exc}") from None
+        if link.alias not in (alias, None) or link.kind != "veth":
+            raise Conflict(f"interface {host} already exists and is not this endpoint's veth"
+                           f" (kind {link.kind or 'unknown'}, alias {link.alias!r})") from None
+    try:
+        if not created:  # a pair from before: on the bridge and up first (port settings need the port)
+            await ipr.link("set", ifname=host, master=bridge_index, state="up")
+        # Marked, and hairpin on (a container may reach its own published port
+        # through the host): one request.
+        await ipr.link("set", ifname=host, ifalias=alias, IFLA_LINKINFO=HAIRPIN)
     except NetlinkError as exc:
         if created:
             await delete_link(ipr, host)

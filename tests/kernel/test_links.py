@@ -125,6 +125,7 @@ async def test_ensure_veth(ns, ipr):
     assert is_up(host)
     assert host["master"] == BR
     assert ns.bridge_ports() == {"pnhaaaa": BR}
+    assert host["linkinfo"]["info_slave_data"]["hairpin"] is True
     assert peer["address"] == "02:12:34:56:78:9a"
     assert host["address"] != peer["address"]
     assert "master" not in peer and not is_up(peer)  # left for Docker to move
@@ -152,6 +153,7 @@ async def test_ensure_veth_reattaches_a_detached_own_pair(ns, ipr):
     assert await kl.ensure_veth(ipr, *args) is False
     host = ns.link("pnhaaaa")
     assert host["master"] == BR and is_up(host)
+    assert host["linkinfo"]["info_slave_data"]["hairpin"] is True
 
 
 async def test_ensure_veth_refuses_a_link_with_another_alias(ns, ipr):

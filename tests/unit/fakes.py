@@ -119,7 +119,12 @@ class FakeIPRoute:
                 _check_kernel_name(peer["ifname"])
                 if peer["ifname"] in self.links:
                     raise NetlinkError(errno.EEXIST, "File exists")
-                host = self._new(name, "veth", mtu=kw.get("mtu", 1500))
+                host = self._new(name, "veth", mtu=kw.get("mtu", 1500), up=kw.get("state") == "up")
+                if "master" in kw:
+                    if not any(m["index"] == kw["master"] for m in self.links.values()):
+                        self.links.pop(name)
+                        raise NetlinkError(errno.ENODEV, "No such device")
+                    host["master"] = kw["master"]
                 self._new(peer["ifname"], "veth", mtu=peer.get("mtu", 1500), peer=name,
                           address=peer.get("address"))
                 host["peer"] = peer["ifname"]
@@ -135,6 +140,11 @@ class FakeIPRoute:
                     if not isinstance(value, str) or "\n" in value or "\x00" in value:
                         raise AssertionError(f"bad ifalias {value!r}")
                     msg["ifalias"] = value
+                elif key == "IFLA_LINKINFO":
+                    slave = dict(value["attrs"])
+                    if slave.get("IFLA_INFO_SLAVE_KIND") != "bridge" or msg["master"] is None:
+                        raise NetlinkError(errno.EOPNOTSUPP, "Operation not supported")
+                    self.brports[msg["index"]] = dict(slave["IFLA_INFO_SLAVE_DATA"]["attrs"])["IFLA_BRPORT_MODE"]
                 elif key in ("mtu", "master"):
                     if not isinstance(value, int):
                         raise AssertionError(f"bad {key} {value!r}")
