@@ -7,7 +7,8 @@ with the canonical form in the message, never silently rewritten.
 from __future__ import annotations
 
 import ipaddress
-from typing import Union
+import socket
+from typing import Optional, Union
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -33,6 +34,17 @@ def parse_network(text: str, what: str = "subnet") -> IPNetwork:
     if str(net) != text:
         raise ValueError(f"{what} {text!r} is not canonical: did you mean {net}?")
     return net
+
+
+def address_value(text: str, version: int) -> Optional[int]:
+    """The integer of a plain address of this IP version, as pynet saves them
+    (`str(ip)`); None for anything else. inet_pton, not ipaddress: a restart
+    reads every saved address, and this is a tenth of the cost."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET if version == 4 else socket.AF_INET6, text)
+    except (OSError, TypeError, ValueError):
+        return None
+    return int.from_bytes(packed, "big")
 
 
 def parse_address(text: str, what: str = "address") -> IPAddress:

@@ -65,6 +65,19 @@ class IntervalSet:
             self._runs[x + 1] = end
         return True
 
+    def load_sorted(self, values: list[int]) -> None:
+        """Fill an empty set with sorted, distinct integers in one pass (a restart's
+        saved addresses: 100,000 one by one took seconds)."""
+        if self._runs:
+            raise ValueError("load_sorted fills an empty set only")
+        runs: list[tuple[int, int]] = []
+        for x in values:
+            if runs and runs[-1][1] == x:
+                runs[-1] = (runs[-1][0], x + 1)
+            else:
+                runs.append((x, x + 1))
+        self._runs = SortedDict(runs)
+
     def first_free(self, lo: int, hi: int) -> Optional[int]:
         """The smallest integer in [lo, hi) that is not in the set."""
         run = self._run_at(lo)
@@ -164,6 +177,21 @@ class PoolAllocator:
         if not self._used.add(value):
             raise AddressInUse(f"address {addr} is already allocated in pool {self.pool}")
         return addr
+
+    def hold_saved(self, values: list[int]) -> list[int]:
+        """Hold the addresses saved before a restart, at once; returns those that
+        cannot be held (not a usable address of the pool, or given twice). Only
+        into an empty allocator: otherwise one by one, as reserve() does."""
+        ordered = sorted(values)
+        rejected = [v for v in ordered if not self._pool_lo <= v < self._pool_hi]
+        usable = [v for v in ordered if self._pool_lo <= v < self._pool_hi]
+        distinct = [v for i, v in enumerate(usable) if i == 0 or usable[i - 1] != v]
+        rejected += [v for i, v in enumerate(usable) if i > 0 and usable[i - 1] == v]
+        if len(self._used) == 0:
+            self._used.load_sorted(distinct)
+        else:
+            rejected += [v for v in distinct if not self._used.add(v)]
+        return rejected
 
     def allocate(self) -> IPAddress:
         """Hold the next free address of the range after the cursor (wrapping)."""

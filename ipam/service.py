@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
-from .addr import IPAddress, IPNetwork, parse_address, parse_network
+from .addr import IPAddress, IPNetwork, address_value, make_address, parse_address, parse_network
 from .allocator import PoolAllocator
 from .errors import (AddressInUse, InvalidRequest, IpamError, PoolExhausted, PoolNotFound,
                      PoolOverlap)
@@ -80,15 +80,28 @@ class IpamService:
             cursor = int(row.cursor) if row.cursor else None
             alloc = PoolAllocator(parse_network(row.pool), sub, cursor)
             pool = Pool(row.pool_id, row.address_space, alloc, row.options)
+            values: dict[int, str] = {}
+            others = []  # not as pynet writes addresses: held one by one, with a reason if refused
             for address, kind in row.addresses:
-                addr = parse_address(address)
+                value = address_value(address, alloc.pool.version)
+                if value is None:
+                    others.append((address, kind))
+                else:
+                    values[value] = kind  # one row per address (the table's key)
+            for value in alloc.hold_saved(list(values)):
+                log.warning("pool %s: saved address %s skipped: not a usable address of %s",
+                            row.pool_id, make_address(value, alloc.pool.version), alloc.pool)
+                values.pop(value, None)
+            for address, kind in others:
                 try:
-                    alloc.reserve(addr)
-                except IpamError as exc:  # a row that can no longer be held: say so, keep going
+                    addr = alloc.reserve(parse_address(address))
+                except (IpamError, ValueError) as exc:  # a row that can no longer be held: say so
                     log.warning("pool %s: saved address %s skipped: %s", row.pool_id, address, exc)
                     continue
+                values[int(addr)] = kind
+            for value, kind in values.items():
                 if kind != "dynamic":
-                    pool.kinds[addr] = kind
+                    pool.kinds[make_address(value, alloc.pool.version)] = kind
             self.pools[row.pool_id] = pool
         log.info("ipam: loaded %d pools, %d addresses", len(self.pools),
                  sum(p.allocator.used_total for p in self.pools.values()))

@@ -127,3 +127,26 @@ def test_cursor_survives_reload():
         p.allocate()
     q = PoolAllocator(N("10.0.0.0/24"), cursor=p.cursor)
     assert q.allocate() == A("10.0.0.4")
+
+
+def test_load_sorted_is_the_same_set_as_adding_one_by_one():
+    rng = random.Random(7)
+    values = sorted(set(rng.randrange(0, 5000) for _ in range(3000)))
+    loaded, added = IntervalSet(), IntervalSet()
+    loaded.load_sorted(values)
+    for v in values:
+        added.add(v)
+    assert loaded.runs() == added.runs()
+    with pytest.raises(ValueError):
+        loaded.load_sorted([1])
+
+
+def test_hold_saved_holds_the_usable_and_returns_the_rest():
+    alloc = PoolAllocator(ipaddress.ip_network("10.1.0.0/24"))
+    base = int(ipaddress.ip_address("10.1.0.0"))
+    rejected = alloc.hold_saved([base + 5, base + 1, base + 0, base + 255, base + 5, base + 256, base + 2])
+    assert sorted(rejected) == [base + 0, base + 5, base + 255, base + 256]  # network, twice, broadcast, outside
+    assert [alloc.is_used(ipaddress.ip_address(base + i)) for i in (1, 2, 3, 5)] == [True, True, False, True]
+    # Into an allocator that holds some already: one by one.
+    assert alloc.hold_saved([base + 2, base + 9]) == [base + 2]
+    assert alloc.used_total == 4

@@ -435,3 +435,30 @@ async def test_failed_write_undoes_the_decision(ipam, db, pool24):
     assert not ipam.pools[pool24].allocator.is_used(A("10.1.0.9"))
     assert list(ipam.pools) == [pool24]
     assert await request(ipam, pool24, "10.1.0.9") == "10.1.0.9/24"
+
+
+async def test_a_restart_skips_saved_rows_it_cannot_hold_and_says_so(db_path, caplog):
+    database = Database(db_path)
+    await database.open([store.SCHEMA])
+    service = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
+    pool = (await service.request_pool(pool_req("10.1.0.0/24"))).PoolID
+    await request(service, pool, "10.1.0.1", GW)
+    await request(service, pool, "10.1.0.7")
+    # Rows no pynet writes: another family, junk, the broadcast address.
+    await database.write(lambda c: c.executemany(
+        "INSERT INTO ipam_addresses (pool_id, address, kind, created) VALUES (?, ?, 'dynamic', 0)",
+        [(pool, "fd00::1"), (pool, "not-an-ip"), (pool, "10.1.0.255")]))
+    await database.close()
+
+    database = Database(db_path)
+    await database.open([store.SCHEMA])
+    try:
+        again = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
+        await again.load()
+        alloc = again.pools[pool].allocator
+        assert alloc.used_total == 2 and alloc.is_used(A("10.1.0.7"))
+        assert again.pools[pool].kinds == {A("10.1.0.1"): "gateway", A("10.1.0.7"): "static"}
+        skipped = " ".join(r.getMessage() for r in caplog.records if "skipped" in r.getMessage())
+        assert "fd00::1" in skipped and "not-an-ip" in skipped and "10.1.0.255" in skipped
+    finally:
+        await database.close()
