@@ -25,6 +25,7 @@ from .bridge import store as driver_store
 from .config import IPTABLES, Config
 from .db import Database
 from .firewall import Firewall
+from .firewall_events import FirewallEvents
 from .kernel import links
 from .kernel.firewall import Iptables
 from .kernel.netlink_thread import KernelThread
@@ -184,13 +185,25 @@ async def background(plugin: Plugin) -> AsyncIterator[None]:
     config = plugin.config
     tasks = [asyncio.create_task(every(0, plugin.reconciler.run, "reconcile", once=True))]
     if config.firewall_interval > 0:
-        tasks.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval)))
+        events = firewall_events(config) if await plugin.firewall.iptables.uses_nftables() else None
+        tasks.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval, events)))
     if config.reconcile_interval > 0:
         tasks.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
     yield
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def firewall_events(config: Config) -> FirewallEvents | None:
+    """The kernel's change reports (pynet's iptables writes through nftables);
+    None (a check every --firewall-interval seconds) where it cannot have them."""
+    try:
+        return FirewallEvents()
+    except OSError as exc:
+        log.warning("firewall: the kernel does not report changes here (%s): checking every %g s",
+                    exc, config.firewall_interval)
+        return None
 
 
 def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -70,9 +70,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="(PYNET_LOG_LEVEL; default %(default)s)")
     parser.add_argument("--firewall-interval", type=_interval,
                         default=env("PYNET_FIREWALL_INTERVAL", "2"),
-                        help="seconds between checks that pynet's firewall rules are still in place;"
-                             " missing ones are put back (PYNET_FIREWALL_INTERVAL; 0 turns it off;"
-                             " default %(default)s)")
+                        help="pynet puts back its firewall rules when the kernel reports a change"
+                             " to the ruleset (iptables-nft); where it cannot (iptables-legacy), it"
+                             " checks every this many seconds (PYNET_FIREWALL_INTERVAL; 0 turns both"
+                             " off; default %(default)s)")
     parser.add_argument("--reconcile-interval", type=_interval,
                         default=env("PYNET_RECONCILE_INTERVAL", "30"),
                         help="seconds between reconciliations of state, kernel and firewall (also run"

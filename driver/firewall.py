@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Sequence
 
 from .errors import KernelError
 from .kernel.firewall import Iptables
 from .periodic import every
 from .rules import FAMILIES, Rule, plan_remove, plan_sync
+
+if TYPE_CHECKING:
+    from .firewall_events import FirewallEvents
 
 log = logging.getLogger("pynet.firewall")
 
@@ -35,6 +38,7 @@ class Firewall:
         self.restored = 0  # rules put back by check() since start
         self.on_restored: Callable[[int], None] | None = None  # e.g. metrics
         self.families = list(FAMILIES)  # probe() drops IPv6 on a host whose ip6tables cannot run
+        self.events: "FirewallEvents | None" = None  # set by watch() when the kernel reports changes
         self._lock = asyncio.Lock()
 
     def add_source(self, wanted: WantedRules, refresh: Refresh | None = None) -> None:
@@ -70,7 +74,13 @@ class Firewall:
             batch = plan_sync(snap, groups)
             await self.iptables.apply(family, batch)
             applied += sum(len(lines) for lines in batch.values())
+        await self._remember()
         return applied
+
+    async def _remember(self) -> None:
+        """After pynet's own look or change: the ruleset generation it left (under the lock)."""
+        if self.events is not None:
+            await self.events.remember()
 
     async def remove(self, rules: Iterable[Rule]) -> None:
         """Delete every copy of the rules; one family failing does not stop the other."""
@@ -83,11 +93,12 @@ class Firewall:
                     await self.iptables.apply(family, plan_remove(snap, rules))
                 except KernelError as exc:
                     errors.append(exc)
+            await self._remember()
         if errors:
             raise errors[0]
 
-    async def check(self) -> int:
-        """Put back whatever is missing of everything pynet wants."""
+    async def check(self, why: str = "") -> int:
+        """Put back whatever is missing of everything pynet wants; `why` it looks, if known."""
         for refresh in self._refreshes:
             await refresh()
         async with self._lock:
@@ -98,9 +109,27 @@ class Firewall:
             self.restored += applied
             if self.on_restored is not None:
                 self.on_restored(applied)
-            log.warning("firewall: %d rule changes were needed to restore pynet's rules"
-                        " (were they flushed?)", applied)
+            log.warning("firewall: %d rule changes were needed to restore pynet's rules (%s)",
+                        applied, why or "were they flushed?")
         return applied
 
-    async def watch(self, interval: float) -> None:
-        await every(interval, self.check, "firewall check")
+    async def watch(self, interval: float, events: "FirewallEvents | None" = None) -> None:
+        """Keep the rules in place: on each change the kernel reports if it can
+        (`events`), else every `interval` seconds."""
+        if events is None:
+            await every(interval, self.check, "firewall check")
+            return
+        async with self._lock:
+            self.events = events
+            await events.remember()
+        events.start()
+        try:
+            while True:
+                why = await events.next_change()
+                try:
+                    await self.check(why)
+                except Exception as exc:  # noqa: BLE001 - keep watching; say why it failed
+                    log.error("firewall check failed: %s", exc, exc_info=True)
+        finally:
+            self.events = None
+            events.close()

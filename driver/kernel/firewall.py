@@ -62,6 +62,11 @@ class Iptables:
         out, err = await proc.communicate(stdin)
         return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace").strip()
 
+    async def uses_nftables(self) -> bool:
+        """Whether the IPv4 tool writes through nftables (`iptables v1.8.9 (nf_tables)`)."""
+        code, out, _ = await self._exec([self.binaries[4], "--version"])
+        return code == 0 and "nf_tables" in out
+
     async def snapshot(self, family: int, tables: Sequence[str] = ("filter", "nat")) -> Snapshot:
         snap = Snapshot(family)
         for table in tables:
