@@ -4,6 +4,7 @@ Host routes, holders and network users are simple fakes: the service only
 sees them through its callbacks.
 """
 
+import contextlib
 import ipaddress
 
 import pytest
@@ -379,11 +380,7 @@ async def test_state_survives_a_restart(db_path):
     cursor = service.pools[explicit].allocator.cursor
     await database.close()
 
-    database = Database(db_path)
-    await database.open([store.SCHEMA])
-    try:
-        again = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
-        await again.load()
+    async with reloaded(db_path) as again:
         assert set(again.pools) == {explicit, auto, v6}
         pool = again.pools[explicit]
         assert (pool.network, pool.allocator.sub_pool) == (N("10.1.0.0/24"), N("10.1.0.128/26"))
@@ -406,8 +403,6 @@ async def test_state_survives_a_restart(db_path):
         assert (await again.request_pool(pool_req())).Pool == "10.200.1.0/24"
         # The released pool is free.
         assert (await again.request_pool(pool_req("10.9.0.0/24"))).PoolID == released
-    finally:
-        await database.close()
 
 
 async def test_state_written_before_the_reply(ipam, db, pool24):
@@ -450,15 +445,22 @@ async def test_a_restart_skips_saved_rows_it_cannot_hold_and_says_so(db_path, ca
         [(pool, "fd00::1"), (pool, "not-an-ip"), (pool, "10.1.0.255")]))
     await database.close()
 
-    database = Database(db_path)
-    await database.open([store.SCHEMA])
-    try:
-        again = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
-        await again.load()
+    async with reloaded(db_path) as again:
         alloc = again.pools[pool].allocator
         assert alloc.used_total == 2 and alloc.is_used(A("10.1.0.7"))
         assert again.pools[pool].kinds == {A("10.1.0.1"): "gateway", A("10.1.0.7"): "static"}
         skipped = " ".join(r.getMessage() for r in caplog.records if "skipped" in r.getMessage())
         assert "fd00::1" in skipped and "not-an-ip" in skipped and "10.1.0.255" in skipped
+
+
+@contextlib.asynccontextmanager
+async def reloaded(db_path):
+    """The IPAM as a restarted pynet loads it from the database at db_path."""
+    database = Database(db_path)
+    await database.open([store.SCHEMA])
+    try:
+        again = IpamService(store.SqliteIpamStore(database), parse_default_pools(DEFAULTS))
+        await again.load()
+        yield again
     finally:
         await database.close()
