@@ -13,7 +13,9 @@ from typing import Callable
 
 from tests.support.harness import IMAGE, PLUGIN, DockerHost
 
-from .util import LogReader, PluginClient, RECONCILE, call_latencies, rss_mb
+from driver.rules import ISOLATION_2
+
+from .util import LogReader, PluginClient, RECONCILE, call_latencies, cpu_seconds, python_pid, rss_mb
 
 PYNET_NET, BRIDGE_NET, SCALE_NET = "bench-pynet", "bench-bridge", "bench-scale"
 PYNET_SUBNET, SCALE_SUBNET = "10.231.0.0/16", "10.232.0.0/22"
@@ -26,14 +28,21 @@ class Sizes:
     burst: int
     burst_rounds: int
     scale: int
+    restart_counts: tuple[int, ...]  # saved endpoints at each measured restart
+    idle_seconds: int
+    idle_networks: int
+    idle_endpoints_per_network: int
     iperf_runs: int
     iperf_seconds: int
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Sizes":
         if quick:
-            return cls(starts=5, burst=10, burst_rounds=1, scale=50, iperf_runs=1, iperf_seconds=2)
-        return cls(starts=30, burst=50, burst_rounds=2, scale=500, iperf_runs=3, iperf_seconds=5)
+            return cls(starts=5, burst=10, burst_rounds=1, scale=50, restart_counts=(0, 50), idle_seconds=5,
+                       idle_networks=3, idle_endpoints_per_network=4, iperf_runs=1, iperf_seconds=2)
+        return cls(starts=30, burst=50, burst_rounds=2, scale=500, restart_counts=(0, 100, 500, 1000),
+                   idle_seconds=60, idle_networks=50, idle_endpoints_per_network=10, iperf_runs=3,
+                   iperf_seconds=5)
 
 
 @dataclass
@@ -68,11 +77,70 @@ class EngineBench:
         self.say(f"bench: {name} done in {time.monotonic() - t0:.1f} s")
 
     def run_all(self) -> None:
+        self.phase("idle", self.idle)  # first: with no network of the bench's own yet
         self.networks()
         self.phase("starts", self.starts)
         self.phase("burst", self.burst)
         self.phase("scale", self.scale)
         self.phase("throughput", self.throughput)
+
+    # --- 0. at rest ------------------------------------------------------------
+
+    def _cpu_s(self) -> float:
+        """CPU seconds pynet used so far: all its threads and the tools it ran (iptables)."""
+        return cpu_seconds(python_pid(self.host.pynet.pid))
+
+    def _cpu_share(self, seconds: int) -> float:
+        """pynet's CPU over `seconds` of doing nothing, as a share of one core."""
+        c0, t0 = self._cpu_s(), time.monotonic()
+        time.sleep(seconds)
+        return (self._cpu_s() - c0) / (time.monotonic() - t0)
+
+    def idle(self) -> None:
+        sz = self.sizes
+        res: dict = {"seconds": sz.idle_seconds, "empty": self._cpu_share(sz.idle_seconds)}
+        client = PluginClient(self.host.pynet_socket)
+        nets: list[tuple[str, str, str, list]] = []  # (name, network ID, pool ID, endpoints)
+        try:
+            for i in range(sz.idle_networks):
+                name = f"bench-idle-{i}"
+                self.host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
+                                 "--subnet", f"10.240.{i}.0/24", name)
+                nid = self.host.docker("network", "inspect", "-f", "{{.Id}}", name)
+                nets.append((name, nid, self._pool_id(client, nid), []))
+                for _ in range(sz.idle_endpoints_per_network):
+                    nets[-1][3].append(self._endpoint(client, nid, nets[-1][2]))
+            time.sleep(3)  # what creating them set going (a reconciliation) is over
+            res.update(networks=len(nets), endpoints=sum(len(n[3]) for n in nets),
+                       loaded=self._cpu_share(sz.idle_seconds))
+            res["isolation_ms"] = self._docker_bridge_isolation(5)
+        finally:
+            for name, nid, pool_id, made in nets:
+                self._remove_endpoints(client, nid, pool_id, made)
+                self.host.docker("network", "rm", name)
+            client.close()
+        self.results["idle"] = res
+
+    def _docker_bridge_isolation(self, times: int) -> list[float]:
+        """Milliseconds from `docker network create` (built-in bridge) returning to pynet's
+        isolation rule for its bridge being in place (0: in place already); polled every few ms."""
+        delays = []
+        for i in range(times):
+            name = f"bench-iso-{i}"
+            self.host.docker("network", "create", "-d", "bridge", name)
+            returned = time.perf_counter()
+            try:
+                bridge = "br-" + self.host.docker("network", "inspect", "-f", "{{.Id}}", name)[:12]
+                while True:
+                    rules = self.host.netns_exec("iptables", "-w", "-S", ISOLATION_2).stdout
+                    if f"-o {bridge} -j DROP" in rules:
+                        delays.append(max(0.0, (time.perf_counter() - returned) * 1000))
+                        break
+                    if time.perf_counter() - returned > 10:
+                        raise RuntimeError(f"pynet did not isolate Docker bridge {bridge} within 10 s")
+            finally:
+                self.host.docker("network", "rm", name)
+        return delays
 
     # --- 1. sequential container starts ------------------------------------
 
@@ -145,21 +213,48 @@ class EngineBench:
         self.host.stop_pynet()
         offset = self.log.offset()
         t0 = time.perf_counter()
-        self.host.start_pynet(self.pynet_flags)
-        while True:
+        self.host.start_pynet(self.pynet_flags, wait=False)
+        served_s = None
+        while True:  # every 5 ms: a call answered (serving), then /healthz ready (all verified)
             try:
-                status, health = client.request("GET", "/healthz")
+                if served_s is None:
+                    status, _ = client.request("POST", "/Plugin.Activate", {})
+                    if status == 200:
+                        served_s = time.perf_counter() - t0
+                    status, health = 0, {}
+                if served_s is not None:
+                    status, health = client.request("GET", "/healthz")
             except OSError:
+                client.close()
                 status, health = 0, {}
             if status == 200:
                 break
             if time.perf_counter() - t0 > 60:
                 raise RuntimeError(f"pynet not ready 60 s after restart: {health}")
-            time.sleep(0.02)
+            time.sleep(0.005)
         ready_s = time.perf_counter() - t0
         reconcile = [float(m["s"]) for m in map(RECONCILE.search, self.log.lines_since(offset)) if m]
-        return {"ready_s": ready_s, "reconcile_s": reconcile[0] if reconcile else float("nan"),
+        return {"served_s": served_s, "ready_s": ready_s,
+                "reconcile_s": reconcile[-1] if reconcile else float("nan"),
                 "endpoints": health.get("endpoints"), "rss_mb": rss_mb(self.host.pynet.pid)}
+
+    def _endpoint(self, client: PluginClient, network_id: str, pool_id: str) -> tuple[str, str]:
+        """One endpoint through the plugin API, as Docker makes it: (ID, address)."""
+        eid = secrets.token_hex(32)
+        addr = client.call("IpamDriver.RequestAddress", {"PoolID": pool_id})["Address"]
+        try:
+            client.call("NetworkDriver.CreateEndpoint",
+                        {"NetworkID": network_id, "EndpointID": eid, "Interface": {"Address": addr}})
+        except Exception:
+            client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": addr.split("/")[0]})
+            raise
+        return eid, addr.split("/")[0]
+
+    def _remove_endpoints(self, client: PluginClient, network_id: str, pool_id: str,
+                          made: list[tuple[str, str]]) -> None:
+        for eid, ip in made:
+            client.call("NetworkDriver.DeleteEndpoint", {"NetworkID": network_id, "EndpointID": eid})
+            client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip})
 
     def scale(self) -> None:
         n = self.sizes.scale
@@ -174,28 +269,26 @@ class EngineBench:
             pool_id = self._pool_id(client, network_id)
             res["restart_0"] = self._restart(client)  # baseline: the same restart, no scale endpoints
             res["rss_0_mb"] = rss_mb(self.host.pynet.pid)
+            res["restarts"] = {0: res["restart_0"]}
             per = []
-            for _ in range(n):
-                eid = secrets.token_hex(32)
-                t0 = time.perf_counter()
-                addr = client.call("IpamDriver.RequestAddress", {"PoolID": pool_id})["Address"]
-                try:
-                    client.call("NetworkDriver.CreateEndpoint",
-                                {"NetworkID": network_id, "EndpointID": eid, "Interface": {"Address": addr}})
-                except Exception:
-                    client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": addr.split("/")[0]})
-                    raise
-                per.append(time.perf_counter() - t0)
-                made.append((eid, addr.split("/")[0]))
-            res["per_endpoint_s"] = per
-            res["rss_n_mb"] = rss_mb(self.host.pynet.pid)
-            res["restart_n"] = self._restart(client)
+            for count in self.sizes.restart_counts[1:]:
+                while len(made) < count:
+                    t0 = time.perf_counter()
+                    made.append(self._endpoint(client, network_id, pool_id))
+                    if len(per) < n:
+                        per.append(time.perf_counter() - t0)
+                if count == n:
+                    res["per_endpoint_s"] = per
+                    res["rss_n_mb"] = rss_mb(self.host.pynet.pid)
+                res["restarts"][count] = self._restart(client)
+                self.say(f"bench: restart with {count} endpoints: serving after"
+                         f" {res['restarts'][count]['served_s']:.2f} s")
+            res["restart_n"] = res["restarts"].get(n, {})
         finally:
             t0 = time.perf_counter()
-            for eid, ip in made:
-                client.call("NetworkDriver.DeleteEndpoint", {"NetworkID": network_id, "EndpointID": eid})
-                client.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip})
+            self._remove_endpoints(client, network_id, pool_id, made)
             res["cleanup_s"] = time.perf_counter() - t0
+            res["cleaned_up"] = len(made)
             client.close()
             self.results["scale"] = res
             self.host.docker("network", "rm", SCALE_NET)

@@ -186,7 +186,8 @@ class DockerHost:
                 self.dockerd.wait(10)
         self.dockerd = None
 
-    def start_pynet(self, extra: Sequence[str] = ()) -> None:
+    def start_pynet(self, extra: Sequence[str] = (), wait: bool = True) -> None:
+        """Start pynet; with `wait`, return once it answers on its socket."""
         if self._pynet_log is not None:
             self._pynet_log.close()
         self._pynet_log = open(self.workdir / "pynet.log", "ab")
@@ -201,6 +202,8 @@ class DockerHost:
             serve = [sys.executable, str(Path(__file__).with_name("listen_fds.py")), str(passed[0]), *serve]
         self.pynet = subprocess.Popen([*self.enter(), *serve], stdout=self._pynet_log, stderr=subprocess.STDOUT,
                                       cwd=Path(__file__).resolve().parents[2], pass_fds=passed)
+        if not wait:
+            return
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.pynet.poll() is not None:
