@@ -223,16 +223,16 @@ class NetworkDriver:
         return endpoint_reply(ep)
 
     async def ensure_endpoint_kernel(self, net: store.Network, ep: store.Endpoint) -> bool:
-        bridge = await links.get_link(self.ipr, net.bridge)
+        bridge = links.link_index(self.ipr, net.bridge)
         if bridge is None:  # gone behind pynet's back (a reboot, an operator): rebuild it
             log.warning("network %s: bridge %s was missing, recreating it",
                         naming.short(net.network_id), net.bridge)
             await self.ensure_network_kernel(net)
-            bridge = await links.get_link(self.ipr, net.bridge)
+            bridge = links.link_index(self.ipr, net.bridge)
             if bridge is None:
                 raise KernelError(f"network {naming.short(net.network_id)}: bridge {net.bridge}"
                                   " vanished right after it was rebuilt")
-        return await links.ensure_veth(self.ipr, ep.host_if, ep.peer_if, bridge.index,
+        return await links.ensure_veth(self.ipr, ep.host_if, ep.peer_if, bridge,
                                        naming.endpoint_alias(ep.endpoint_id), ep.mac,
                                        mtu=net.options.mtu)
 
@@ -281,7 +281,7 @@ class NetworkDriver:
         if ep is None or ep.network_id != req.NetworkID:
             raise NotFound(f"endpoint {eid} not found on network {naming.short(req.NetworkID)}")
         sandbox = checked_sandbox(eid, req.SandboxKey, self.netns_dirs)
-        if await links.get_link(self.ipr, ep.peer_if) is None:
+        if links.link_index(self.ipr, ep.peer_if) is None:
             # Docker has not moved it yet, so it must be here: rebuild a pair that went away.
             async with self._locks[req.NetworkID]:
                 net = self._network(req.NetworkID)

@@ -44,6 +44,11 @@ async def get_link(ipr: AsyncIPRoute, name: str) -> Optional[Link]:
     return await reader(ipr).get(name)
 
 
+def link_index(ipr: AsyncIPRoute, name: str) -> Optional[int]:
+    """The index of link `name`, or None, without waiting for the RTNL lock."""
+    return reader(ipr).index(name)
+
+
 async def ensure_bridge(ipr: AsyncIPRoute, name: str, alias: str, mtu: Optional[int] = None,
                         adopt_unmarked: bool = False) -> tuple[int, bool]:
     """Create (or adopt pynet's own) bridge `name`, up. Returns (index, created).

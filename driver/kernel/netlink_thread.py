@@ -96,5 +96,8 @@ class _ThreadedReader:
     async def get(self, name: str) -> Optional[Link]:
         return await self.owner._call(self.inner.get, name)
 
+    def index(self, name: str) -> Optional[int]:
+        return self.inner.index(name)  # an ioctl that never waits: no need for the thread
+
     async def dump(self) -> list[Link]:
         return await self.owner._call(self.inner.dump)

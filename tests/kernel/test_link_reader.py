@@ -56,3 +56,10 @@ async def test_a_cancelled_dump_leaves_the_socket_usable(ns, ipr):
     link = await reader(ipr).get("rc7")
     assert link is not None and link.name == "rc7"
     assert len(await reader(ipr).dump()) == 151
+
+
+async def test_an_index_lookup_reads_the_handles_namespace(ns, ipr):
+    ns.ip("link", "add", "ri0", "type", "bridge")
+    assert reader(ipr).index("ri0") == ns.link("ri0")["ifindex"]
+    assert reader(ipr).index("nosuchlink") is None
+    assert reader(ipr).index("lo") == 1

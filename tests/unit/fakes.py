@@ -225,6 +225,10 @@ class FakeLinkReader:
     async def dump(self) -> list[Link]:
         return [self._link(m) for m in self.ipr.links.values()]
 
+    def index(self, name: str) -> Optional[int]:
+        msg = self.ipr.links.get(name)
+        return msg["index"] if msg is not None else None
+
 
 _FIREWALL_ARG = re.compile(r'^[A-Za-z0-9_.:/,!+\-\[\]"]+$')
 
