@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
+import tempfile
 import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from tests.support.harness import IMAGE, PLUGIN, DockerHost
@@ -170,18 +173,28 @@ class EngineBench:
         names = [f"bench-burst-{driver}-{rnd}-{i}" for i in range(n)]
         gate = threading.Barrier(n)
 
-        def one(name: str) -> bool:
+        def one(name: str) -> str:
+            """'' when it started, else why not."""
             gate.wait()
-            return self.host.docker_proc("run", "-d", "--name", name, "--network", self.nets[driver],
-                                         IMAGE, "sleep", "1000", timeout=300).returncode == 0
+            proc = self.host.docker_proc("run", "-d", "--name", name, "--network", self.nets[driver],
+                                         IMAGE, "sleep", "1000", timeout=300)
+            return "" if proc.returncode == 0 else (proc.stderr.strip() or f"exit {proc.returncode}")
         try:
             with ThreadPoolExecutor(max_workers=n) as pool:
                 t0 = time.perf_counter()
-                oks = list(pool.map(one, names))
+                errors = [e for e in pool.map(one, names) if e]
                 wall = time.perf_counter() - t0
         finally:
             self.host.docker_proc("rm", "-f", *names, timeout=300)
-        return {"wall_s": wall, "failures": oks.count(False)}
+        if errors and driver == "pynet":
+            self.keep_log(f"burst round {rnd}")
+        return {"wall_s": wall, "failures": len(errors), "errors": errors[:3]}
+
+    def keep_log(self, why: str) -> None:
+        """pynet's log outlives the private host when something failed."""
+        kept = Path(tempfile.mkdtemp(prefix="pynet-bench-log-")) / "pynet.log"
+        shutil.copy(self.host.workdir / "pynet.log", kept)
+        self.say(f"bench: {why} had failures: pynet's log is kept in {kept}")
 
     def burst(self) -> None:
         runs = {d: [] for d in DRIVERS}

@@ -117,7 +117,8 @@ class Report:
         for d in ("pynet", "bridge"):
             each = ", ".join(f"{r['wall_s']:.2f}" for r in b[d])
             self.row(sec, f"{d} wall time (mean; each run)", f"{walls[d]:.2f} s ({each})")
-            self.row(sec, f"{d} failures", f"{fails[d]} of {n * len(b[d])}")
+            why = "; ".join(e.splitlines()[-1][:200] for r in b[d] for e in r.get("errors", []))
+            self.row(sec, f"{d} failures", f"{fails[d]} of {n * len(b[d])}" + (f" ({why})" if why else ""))
         r = ratio(walls["pynet"], walls["bridge"])
         self.row(sec, "**ratio pynet/bridge, wall time**", _x(r))
         self.verdict(f"burst ratio ≤ 1.10, no failures (at {n})",
