@@ -9,7 +9,7 @@ reader run on an event loop in a dedicated thread; pynet's loop awaits their
 results, and the GIL is free while the thread waits in the kernel.
 
 KernelThread offers what driver/kernel/ uses of AsyncIPRoute (link, addr,
-route, brport, with dumps read to their end in the thread) and a
+route, brport, neigh, fdb, with dumps read to their end in the thread) and a
 `link_reader` for link_reader.reader().
 """
 
@@ -68,6 +68,12 @@ class KernelThread:
 
     async def brport(self, command: str, **kwargs) -> Any:
         return await self._request("brport", command, kwargs)
+
+    async def neigh(self, command: str, **kwargs) -> Any:
+        return await self._request("neigh", command, kwargs)
+
+    async def fdb(self, command: str, **kwargs) -> Any:
+        return await self._request("fdb", command, kwargs)
 
     @property
     def link_reader(self) -> "_ThreadedReader":

@@ -124,3 +124,19 @@ async def ipr(ns):
     finally:
         handle.close()
 
+
+
+@pytest.fixture(scope="session")
+def etcd_server():
+    """One private etcd on loopback for the session (each test takes its own key prefix)."""
+    from tests.support.etcd import TestEtcd, etcd_available
+    if not etcd_available():
+        if os.environ.get("PYNET_E2E") == "required":
+            pytest.fail("etcd is not installed (apt-get install etcd-server): the cluster tests cannot run")
+        pytest.skip("cluster tests need etcd (apt-get install etcd-server)")
+    server = TestEtcd()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
