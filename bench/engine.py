@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tests.support.harness import IMAGE, PLUGIN, DockerHost
-
 from driver.rules import ISOLATION_2
+from tests.support.harness import IMAGE, PLUGIN, DockerHost
+from tests.support.plugin_client import PluginClient
 
-from .util import LogReader, PluginClient, RECONCILE, call_latencies, cpu_seconds, python_pid, rss_mb
+from .util import LogReader, RECONCILE, call_latencies, cpu_seconds, python_pid, rss_mb
 
 PYNET_NET, BRIDGE_NET, SCALE_NET = "bench-pynet", "bench-bridge", "bench-scale"
 PYNET_SUBNET, SCALE_SUBNET = "10.231.0.0/16", "10.232.0.0/22"

@@ -12,16 +12,19 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, AsyncIterator, Sequence
 
 from aiohttp import web
 from pyroute2 import AsyncIPRoute
 
 from ipam.store import sqlite as ipam_store
 from ipam.pools import DefaultPool, parse_default_pools
+from ipam.contract import IpamApi
+from ipam.router import IpamRouter
 from ipam.service import IpamService
 
 from .bridge import store as driver_store
+from .overlay import store as overlay_store
 from .config import IPTABLES, Config
 from .db import Database
 from .firewall import Firewall
@@ -39,6 +42,14 @@ from .reconcile import Reconciler
 from .listener import PluginSocket
 from .server import make_app
 
+if TYPE_CHECKING:
+    from .overlay.assembly import Cluster
+
+
+def is_cluster_pool(pool_id: str) -> bool:
+    from .overlay.cluster_ipam import is_cluster_pool as check
+    return check(pool_id)
+
 log = logging.getLogger("pynet")
 
 
@@ -53,12 +64,14 @@ class Plugin:
     firewall: Firewall
     reconciler: Reconciler
     debug: DebugApi
+    ipam_api: IpamApi  # what Docker's IPAM calls go to: the host's pools, and the cluster's if any
+    cluster: "Cluster | None" = None
 
 
 async def open_state(path: str) -> Database:
     """The state database, with every table pynet keeps there."""
     db = Database(path)
-    await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA])
+    await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA, overlay_store.SCHEMA])
     return db
 
 
@@ -110,7 +123,14 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     # Before the first call, what calls need (after a reboot nothing is there);
     # the rest as soon as pynet serves (see serve()).
     await reconciler.run(full=False)
-    return Plugin(config, db, ipr, driver, modes, ipam, firewall, reconciler, debug)
+    cluster = None
+    if config.clustered:
+        from .overlay.assembly import open_cluster
+        cluster = await open_cluster(config, db, ipr, driver)
+        # The overlay first: it holds its networks, which the bridge mode builds on.
+        modes = Modes({"overlay": cluster.mode, "bridge": driver}, default="bridge")
+    ipam_api = IpamRouter(ipam, cluster.ipam if cluster else None, is_cluster_pool)
+    return Plugin(config, db, ipr, driver, modes, ipam, firewall, reconciler, debug, ipam_api, cluster)
 
 
 def _count_reconcile(metrics: Metrics, done) -> None:
@@ -162,8 +182,12 @@ async def serve(config: Config) -> None:
     listener = PluginSocket.open(config.socket)
     # aiohttp's own shutdown comes after listener.stop() has drained every
     # connection: it needs only a few seconds for one that outlived the drain.
-    app = make_app(plugin.modes, plugin.ipam, plugin.debug)
+    app = make_app(plugin.modes, plugin.ipam_api, plugin.debug)
     app.cleanup_ctx.append(lambda _app: background(plugin))
+    if plugin.cluster is not None:
+        from .overlay.assembly import cluster_tasks
+        cluster = plugin.cluster
+        app.cleanup_ctx.append(lambda _app: cluster_tasks(cluster))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     await listener.start(runner)

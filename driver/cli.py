@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .app import serve as run, setup_logging
         config = config_from_args(args)
+        if config.clustered and not config.vtep:
+            parser.error("--etcd-endpoints needs --vtep (this host's underlay address or interface)")
         setup_logging(config.log_level, config.log_format)
         asyncio.run(run(config))
         return 0

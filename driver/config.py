@@ -6,8 +6,11 @@ Environment variables are how a managed plugin is tuned (`docker plugin set`).
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
+import re
+import socket
 from dataclasses import dataclass
 
 from ipam.pools import DEFAULT_POOLS_TEXT
@@ -35,6 +38,18 @@ class Config:
     netns_mount: str = ""
     sysctl_root: str = "/proc/sys"
     iptables: str = "iptables"
+    # The overlay mode's cluster (none: single-host networks only, no etcd).
+    etcd_endpoints: tuple[str, ...] = ()
+    etcd_ca: str = ""
+    etcd_cert: str = ""
+    etcd_key: str = ""
+    etcd_prefix: str = "/pynet"
+    cluster_host: str = ""
+    vtep: str = ""
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.etcd_endpoints)
 
     @property
     def database(self) -> str:
@@ -85,6 +100,61 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              " container Docker is starting (PYNET_STALE_AFTER; default %(default)s)")
     parser.add_argument("--log-format", default=env("PYNET_LOG_FORMAT", "text"), choices=["text", "json"],
                         help="(PYNET_LOG_FORMAT; default %(default)s)")
+    cluster = parser.add_argument_group("cluster (the overlay mode: networks across hosts; without"
+                                        " --etcd-endpoints pynet needs no other service)")
+    cluster.add_argument("--etcd-endpoints", default=env("PYNET_ETCD_ENDPOINTS", ""), type=_endpoints,
+                         help="comma-separated IP:port of the etcd cluster (PYNET_ETCD_ENDPOINTS)")
+    for name, what in (("ca", "CA certificate"), ("cert", "client certificate"), ("key", "client key")):
+        cluster.add_argument(f"--etcd-{name}", default=env(f"PYNET_ETCD_{name.upper()}", ""),
+                             type=_optional_file, help=f"PEM file of the {what} for etcd over TLS"
+                                                       f" (PYNET_ETCD_{name.upper()})")
+    cluster.add_argument("--etcd-prefix", default=env("PYNET_ETCD_PREFIX", "/pynet"), type=_prefix,
+                         help="key prefix of pynet's cluster state (PYNET_ETCD_PREFIX; default %(default)s)")
+    cluster.add_argument("--cluster-host", default=env("PYNET_CLUSTER_HOST", ""), type=_host_name,
+                         help="this host's name in the cluster, unique (PYNET_CLUSTER_HOST; default: the"
+                              " host name)")
+    cluster.add_argument("--vtep", default=env("PYNET_VTEP", ""), type=_vtep,
+                         help="this host's underlay address for VXLAN, or the interface that has it"
+                              " (PYNET_VTEP; needed with --etcd-endpoints)")
+
+
+def _endpoints(text: str) -> tuple[str, ...]:
+    from .overlay.etcd import check_endpoint
+    try:
+        return tuple(check_endpoint(e.strip()) for e in text.split(",") if e.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _optional_file(text: str) -> str:
+    if text and not os.path.isabs(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an absolute path")
+    return text
+
+
+def _prefix(text: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a key prefix like /pynet")
+    return text
+
+
+def _host_name(text: str) -> str:
+    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name (letters, digits, '.', '_', '-')")
+    return text
+
+
+def _vtep(text: str) -> str:
+    if not text:
+        return ""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,15}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an IP address nor an interface name")
+    return text
 
 
 def _interval(text: str) -> float:
@@ -111,4 +181,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   firewall_interval=float(args.firewall_interval),
                   reconcile_interval=float(args.reconcile_interval),
                   stale_after=float(args.stale_after), netns_mount=args.netns_mount,
-                  sysctl_root=args.sysctl_root, iptables=args.iptables)
+                  sysctl_root=args.sysctl_root, iptables=args.iptables,
+                  etcd_endpoints=args.etcd_endpoints, etcd_ca=args.etcd_ca, etcd_cert=args.etcd_cert,
+                  etcd_key=args.etcd_key, etcd_prefix=args.etcd_prefix,
+                  cluster_host=args.cluster_host or socket.gethostname(), vtep=args.vtep)

@@ -74,7 +74,12 @@ class Modes:
     # --- Docker's calls ------------------------------------------------------
 
     async def capabilities(self) -> CapabilitiesResponse:
-        return await self.modes[self.default].capabilities()
+        """The default mode's, with global connectivity if any mode spans hosts."""
+        answer = await self.modes[self.default].capabilities()
+        for mode in self.modes.values():
+            if (await mode.capabilities()).ConnectivityScope == "global":
+                return answer.model_copy(update={"ConnectivityScope": "global"})
+        return answer
 
     async def create_network(self, req: CreateNetworkRequest) -> Empty:
         mode, req = self._chosen(req)

@@ -25,7 +25,9 @@ from typing import Optional
 
 from ipam.addr import IPAddress, IPNetwork, parse_address, parse_network
 from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted, PoolNotFound
-from ipam.wire import (Empty, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
+from ipam.router import CLUSTER_OPTION  # --ipam-opt and -o: the network's name in the cluster
+from ipam.service import GLOBAL_SPACE, LOCAL_SPACE
+from ipam.wire import (AddressSpacesResponse, CapabilitiesResponse, Empty, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
                        RequestAddressResponse, RequestPoolRequest, RequestPoolResponse)
 
 from ..db import Database
@@ -37,7 +39,6 @@ from .membership import Membership
 
 log = logging.getLogger("pynet.cluster")
 
-CLUSTER_OPTION = "pynet.cluster"  # --ipam-opt and -o: the network's name in the cluster
 POOL_PREFIX = "PynetCluster/"
 GATEWAY_TYPE = "com.docker.network.gateway"
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -78,6 +79,12 @@ class ClusterIpam:
     def _record(self) -> bytes:
         """The value of every claim this host makes (exact bytes: releases compare it)."""
         return json.dumps({"host": self.host, "epoch": self.membership.epoch}, sort_keys=True).encode()
+
+    async def capabilities(self) -> CapabilitiesResponse:
+        return CapabilitiesResponse(RequiresMACAddress=False, RequiresRequestReplay=False)
+
+    async def address_spaces(self) -> AddressSpacesResponse:
+        return AddressSpacesResponse(LocalDefaultAddressSpace=LOCAL_SPACE, GlobalDefaultAddressSpace=GLOBAL_SPACE)
 
     # --- pools -------------------------------------------------------------------
 

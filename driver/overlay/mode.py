@@ -1,0 +1,307 @@
+"""The overlay mode: one network across hosts, a bridge on each joined by VXLAN.
+
+`docker network create -d pynet --ipam-driver pynet -o pynet.mode=overlay
+-o pynet.cluster=NAME --ipam-opt pynet.cluster=NAME --subnet ... NAME` on
+each host. CreateNetwork carries no network name, so the cluster name comes
+from the option; Docker gives each host its own network ID. The first host
+writes the network's definition (subnets, gateways, MTU, VNI) to etcd; a
+host that asks for another definition is refused with the difference.
+
+On each host the network is a bridge network of the bridge mode (its
+endpoints, NAT, published ports, rules and repairs), with the gateway
+address the same on every host, plus a VXLAN device on the bridge. Each
+endpoint is published in etcd before CreateEndpoint answers, with a MAC
+derived from (VNI, address), so peers normally hold its entries before the
+container runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ipam.addr import IPAddress, IPNetwork
+
+from .. import naming
+from ..bridge import NetworkDriver
+from ..bridge.options import MTU
+from ..errors import Conflict, InvalidRequest
+from ..kernel import links, vxlan
+from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
+                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointInterface, EndpointRequest, JoinRequest,
+                    JoinResponse, NetworkRequest, OperInfoResponse, ProgramExternalConnectivityRequest)
+from . import store
+from .addressing import endpoint_mac
+from .cluster_ipam import CLUSTER_OPTION, cluster_name
+from .etcd import Etcd
+from .keys import Keys
+from .membership import Membership
+from .peers import Peers
+
+log = logging.getLogger("pynet.overlay")
+
+VNI_RANGE = (4096, 1 << 24)  # below 4096: left to VLAN-minded tools
+
+
+@dataclass(frozen=True)
+class OverlayNetwork:
+    network_id: str
+    name: str
+    vni: int
+    device: str
+
+
+def device_name(vni: int) -> str:
+    return f"pnvx{vni:06x}"
+
+
+def definition_of(req: CreateNetworkRequest, mtu: int) -> dict[str, Any]:
+    """What every host must agree on, from this host's CreateNetwork."""
+    data = [*(req.IPv4Data or []), *(req.IPv6Data or [])]
+    return {"subnets": sorted(d.Pool for d in data), "gateways": sorted(d.Gateway for d in data if d.Gateway),
+            "mtu": mtu}
+
+
+def differences(ours: dict, theirs: dict) -> str:
+    keys = sorted(set(ours) | set(theirs))
+    return "; ".join(f"{k}: {ours.get(k)!r} here, {theirs.get(k)!r} in the cluster"
+                     for k in keys if k != "vni" and ours.get(k) != theirs.get(k))
+
+
+class OverlayMode:
+    def __init__(self, bridge: NetworkDriver, etcd: Etcd, keys: Keys, membership: Membership, peers: Peers,
+                 vtep: str, mtu: int) -> None:
+        self.bridge, self.etcd, self.keys, self.membership, self.peers = bridge, etcd, keys, membership, peers
+        self.vtep, self.mtu = vtep, mtu
+        self.networks: dict[str, OverlayNetwork] = {}
+        self._creating: set[str] = set()
+
+    async def load(self) -> None:
+        rows = await self.bridge.db.read(store.load_networks)
+        self.networks = {r[0]: OverlayNetwork(*r) for r in rows}
+        for net in self.networks.values():
+            self.peers.devices[net.name] = net.device
+
+    def holds(self, network_id: str) -> bool:
+        return network_id in self.networks or network_id in self._creating
+
+    def reconciliation(self):
+        return NoReconciliation()  # the bridge mode reconciles the bridges and endpoints of every network
+
+    async def capabilities(self) -> CapabilitiesResponse:
+        # Local, not global: Docker 20.10 has no cluster store, and a Swarm manager refuses
+        # legacy plugins. Each host creates the network itself; connectivity spans hosts.
+        return CapabilitiesResponse(Scope="local", ConnectivityScope="global")
+
+    async def discover_new(self, req: DiscoveryRequest) -> Empty:
+        return Empty()
+
+    async def discover_delete(self, req: DiscoveryRequest) -> Empty:
+        return Empty()
+
+    # --- networks ------------------------------------------------------------------
+
+    async def create_network(self, req: CreateNetworkRequest) -> Empty:
+        nid = naming.short(req.NetworkID)
+        options = dict(req.Options or {})
+        generic = dict(options.get(GENERIC) or {})
+        name = cluster_name(generic, f"network {nid}")
+        if name is None:
+            raise InvalidRequest(f"network {nid}: the overlay mode needs -o {CLUSTER_OPTION}=NAME (and --ipam-opt"
+                                 f" {CLUSTER_OPTION}=NAME), the same on every host")
+        generic.pop(CLUSTER_OPTION)
+        if req.NetworkID in self.networks:
+            return await self.bridge.create_network(self._bridge_request(req, options, generic, self.mtu))
+        mtu = int(generic[MTU]) if MTU in generic else self.mtu
+        if mtu > self.mtu:
+            raise InvalidRequest(f"network {nid}: MTU {mtu} is more than the overlay allows ({self.mtu}: the"
+                                 " underlay's minus the VXLAN headers)")
+        self._creating.add(req.NetworkID)
+        try:
+            definition = await self._agree(name, definition_of(req, mtu), nid)
+            vni = definition["vni"]
+            await self.bridge.create_network(self._bridge_request(req, options, generic, definition["mtu"]))
+            net = OverlayNetwork(req.NetworkID, name, vni, device_name(vni))
+            try:
+                await self._ensure_device(net, definition["mtu"])
+                await self.bridge.db.write(lambda c: store.insert_network(c, net.network_id, name, vni, net.device))
+            except BaseException:
+                await self.bridge.delete_network(NetworkRequest(NetworkID=req.NetworkID))
+                raise
+            self.networks[req.NetworkID] = net
+        finally:
+            self._creating.discard(req.NetworkID)
+        await self.peers.add_network(name, net.device)
+        log.info("network %s: cluster network %s (VNI %d) on this host", nid, name, vni)
+        return Empty()
+
+    def _bridge_request(self, req: CreateNetworkRequest, options: dict, generic: dict,
+                        mtu: int) -> CreateNetworkRequest:
+        return req.model_copy(update={"Options": {**options, GENERIC: {**generic, MTU: str(mtu)}}})
+
+    async def _ensure_device(self, net: OverlayNetwork, mtu: int) -> None:
+        bridge = self.bridge.networks[net.network_id].bridge
+        index = links.link_index(self.bridge.ipr, bridge)
+        if index is None:
+            raise Conflict(f"network {naming.short(net.network_id)}: bridge {bridge} vanished")
+        await vxlan.ensure_vxlan(self.bridge.ipr, net.device, net.vni, self.vtep, index,
+                                 f"{naming.ALIAS_PREFIX}overlay:{net.network_id}", mtu=mtu)
+
+    async def _agree(self, name: str, ours: dict, nid: str) -> dict:
+        """The cluster's definition of `name`: ours if we are first, else theirs if it matches."""
+        key = self.keys.network(name)
+        existing = await self.etcd.get(key)
+        if existing is None:
+            vni = await self._claim_vni(name)
+            tx = self.etcd.tx
+            mine = {**ours, "vni": vni}
+            ok, answer = await self.etcd.transaction([tx.create(key) == 0], [tx.put(key, json.dumps(mine).encode())],
+                                                     [tx.get(key)])
+            if ok:
+                return mine
+            existing = answer[0][0][0]
+        theirs = json.loads(existing)
+        diff = differences(ours, theirs)
+        if diff:
+            raise Conflict(f"network {nid}: cluster network {name} is defined differently in the cluster: {diff}")
+        return theirs
+
+    async def _claim_vni(self, name: str) -> int:
+        lo, hi = VNI_RANGE
+        start = lo + zlib.crc32(name.encode()) % (hi - lo)
+        tx = self.etcd.tx
+        for step in range(1000):
+            vni = lo + (start - lo + step) % (hi - lo)
+            key = self.keys.vni(vni)
+            ok, answer = await self.etcd.transaction([tx.create(key) == 0], [tx.put(key, name.encode())], [tx.get(key)])
+            if ok or answer[0][0][0] == name.encode():
+                return vni
+        raise Conflict(f"cluster network {name}: no free VNI found")
+
+    async def delete_network(self, req: NetworkRequest) -> Empty:
+        net = self.networks.get(req.NetworkID)
+        await self.bridge.delete_network(req)
+        if net is not None:
+            await self.peers.remove_network(net.name)
+            await links.delete_owned_link(self.bridge.ipr, net.device, f"{naming.ALIAS_PREFIX}overlay:{net.network_id}")
+            await self.bridge.db.write(lambda c: store.delete_network(c, req.NetworkID))
+            self.networks.pop(req.NetworkID, None)
+        return Empty()
+
+    # --- endpoints ------------------------------------------------------------------
+
+    async def create_endpoint(self, req: CreateEndpointRequest) -> CreateEndpointResponse:
+        net = self.networks.get(req.NetworkID)
+        if net is None:
+            return await self.bridge.create_endpoint(req)
+        eid = naming.short(req.EndpointID)
+        iface = req.Interface or EndpointInterface()
+        if iface.MacAddress:
+            raise InvalidRequest(f"endpoint {eid}: --mac-address is not supported on cluster network {net.name}"
+                                 " (its MACs follow from the addresses, the same on every host)")
+        first = iface.Address or iface.AddressIPv6
+        if not first:
+            raise InvalidRequest(f"endpoint {eid}: cluster network {net.name} needs an address from pynet's IPAM")
+        mac = endpoint_mac(net.vni, _ip(first))
+        reply = await self.bridge.create_endpoint(req.model_copy(update={
+            "Interface": iface.model_copy(update={"MacAddress": mac})}))
+        try:
+            await self._publish(net, req.EndpointID, mac, [a.split("/")[0] for a in (iface.Address, iface.AddressIPv6)
+                                                           if a])
+        except BaseException:
+            await self.bridge.delete_endpoint(EndpointRequest(NetworkID=req.NetworkID, EndpointID=req.EndpointID))
+            raise
+        return reply
+
+    async def _publish(self, net: OverlayNetwork, endpoint_id: str, mac: str, ips: list[str]) -> None:
+        record = {"host": self.membership.host, "epoch": self.membership.epoch, "vtep": self.vtep, "mac": mac,
+                  "ips": ips, "published": time.time()}
+        tx = self.etcd.tx
+        ok, _ = await self.etcd.transaction(self.membership.fence(), [tx.put(
+            self.keys.endpoint(net.name, endpoint_id), json.dumps(record).encode())], [])
+        if not ok:
+            raise Conflict(f"endpoint {naming.short(endpoint_id)}: host {self.membership.host} was fenced out of"
+                           " the cluster (declared lost): it registers again; retry")
+
+    async def delete_endpoint(self, req: EndpointRequest) -> Empty:
+        net = self.networks.get(req.NetworkID)
+        await self.bridge.delete_endpoint(req)
+        if net is not None:
+            key = self.keys.endpoint(net.name, req.EndpointID)
+            tx = self.etcd.tx
+            await self.etcd.transaction(self.membership.fence(), [tx.delete(key)], [])
+        return Empty()
+
+    async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
+        return await self.bridge.oper_info(req)
+
+    async def join(self, req: JoinRequest) -> JoinResponse:
+        return await self.bridge.join(req)
+
+    async def leave(self, req: EndpointRequest) -> Empty:
+        return await self.bridge.leave(req)
+
+    async def program_external_connectivity(self, req: ProgramExternalConnectivityRequest) -> Empty:
+        return await self.bridge.program_external_connectivity(req)
+
+    async def revoke_external_connectivity(self, req: EndpointRequest) -> Empty:
+        return await self.bridge.revoke_external_connectivity(req)
+
+    # --- what the IPAM asks: the bridge mode answers for every network ------------------
+
+    async def holder_of(self, pool: IPNetwork, addr: IPAddress) -> Optional[str]:
+        return None
+
+    def network_using(self, pool: IPNetwork) -> Optional[str]:
+        return None
+
+    async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:
+        return None
+
+    async def verify(self) -> None:
+        """Every overlay network's VXLAN device present, and its peers as the cluster says."""
+        for net in list(self.networks.values()):
+            if net.network_id in self.bridge.networks:
+                await self._ensure_device(net, self.bridge.networks[net.network_id].options.mtu or self.mtu)
+        await self.peers.verify()
+
+
+def _ip(text: str) -> IPAddress:
+    import ipaddress
+    return ipaddress.ip_address(text.split("/")[0])
+
+
+class NoReconciliation:
+    """The overlay's own part of reconciliation: nothing beyond the bridge mode's (yet)."""
+
+    def counts(self) -> tuple[int, int]:
+        return 0, 0
+
+    def known_networks(self) -> set[str]:
+        return set()
+
+    async def observe(self, full: bool) -> Any:
+        return None
+
+    def decide(self, snapshot: Any, full: bool, min_age: float, spare_leftovers: bool) -> list:
+        return []
+
+    def expected_rules(self) -> list:
+        return []
+
+    def held_subnets(self) -> list:
+        return []
+
+
+async def keep_verifying(mode: OverlayMode, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await mode.verify()
+        except Exception as exc:  # noqa: BLE001 - keep going
+            log.error("overlay verification failed: %s", exc, exc_info=True)

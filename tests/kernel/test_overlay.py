@@ -1,0 +1,99 @@
+"""The overlay mode end to end without Docker: three hosts (namespaces, each
+with its own pynet) on an underlay, one etcd, the plugin API spoken as
+Docker speaks it, containers as namespaces."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.cluster_rig import ClusterRig, Container, Network, clear_namespaces
+from tests.support.plugin_client import PluginClient
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def rig():
+    import os
+    from tests.support.etcd import etcd_available
+    if os.geteuid() != 0:
+        pytest.skip("the overlay tests need root")
+    if not etcd_available():
+        pytest.skip("the overlay tests need etcd (apt-get install etcd-server)")
+    clear_namespaces()
+    made = ClusterRig(hosts=3)
+    try:
+        yield made.start()
+    finally:
+        made.close()
+
+
+def until(predicate, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_containers_on_three_hosts_reach_each_other(rig):
+    net = Network("web", "10.70.0.0/16")
+    for host in rig.hosts:
+        net.create_on(host)
+    containers = [Container(h, net, "c1").start() for h in rig.hosts]
+    try:
+        ips = [c.ip for c in containers]
+        assert len(set(ips)) == 3
+        for a in containers:
+            for b in containers:
+                if a is not b:
+                    assert a.ping(b.ip), f"{a.host.name} -> {b.host.name} ({b.ip})"
+        # The overlay MTU is the underlay's (1500) minus VXLAN's 50: exact to the byte.
+        a, b = containers[0], containers[1]
+        assert a.ping(b.ip, size=1450 - 28)
+        assert not a.ping(b.ip, size=1450 - 27)
+        # Each container's gateway is its own host's bridge, the same address everywhere.
+        for c in containers:
+            assert c.ping("10.70.0.1")
+    finally:
+        for c in containers:
+            c.remove()
+
+
+def test_a_mismatched_definition_is_refused_with_the_difference(rig):
+    h1, h2 = rig.hosts[0], rig.hosts[1]
+    Network("api", "10.71.0.0/24").create_on(h1)
+    other = Network("api", "10.71.0.0/24")
+    with pytest.raises(RuntimeError, match=r"mtu: 1400 here, 1450 in the cluster"):
+        other.create_on(h2, **{"com.docker.network.driver.mtu": "1400"})
+
+
+def test_a_removed_container_is_forgotten_by_the_peers(rig):
+    net = Network("db", "10.72.0.0/24")
+    for host in rig.hosts[:2]:
+        net.create_on(host)
+    a = Container(rig.hosts[0], net, "d1").start()
+    b = Container(rig.hosts[1], net, "d2").start()
+    assert a.ping(b.ip)
+    b_ip = b.ip
+    b.remove()
+    vx = rig.hosts[0]
+    assert until(lambda: b_ip not in _neighbours(vx))
+    a.remove()
+
+
+def _neighbours(host) -> str:
+    from tests.support.cluster_rig import sh
+    return sh("ip", "-n", host.ns, "neigh", "show", "nud", "permanent").stdout
+
+
+def test_health_and_capabilities_say_the_overlay_is_there(rig):
+    client = PluginClient(rig.hosts[0].socket)
+    try:
+        caps = client.call("NetworkDriver.GetCapabilities", {})
+        assert caps["Scope"] == "local" and caps["ConnectivityScope"] == "global"
+    finally:
+        client.close()
