@@ -129,6 +129,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
         cluster = await open_cluster(config, db, ipr, driver)
         # The overlay first: it holds its networks, which the bridge mode builds on.
         modes = Modes({"overlay": cluster.mode, "bridge": driver}, default="bridge")
+        debug.cluster = cluster
     ipam_api = IpamRouter(ipam, cluster.ipam if cluster else None, is_cluster_pool)
     return Plugin(config, db, ipr, driver, modes, ipam, firewall, reconciler, debug, ipam_api, cluster)
 

@@ -13,6 +13,7 @@ so none of these can shadow its API.
 from __future__ import annotations
 
 import time
+from typing import Any
 from dataclasses import asdict, dataclass
 
 from aiohttp import web
@@ -49,6 +50,7 @@ class DebugApi:
     reconciler: Reconciler
     metrics: Metrics
     started: float = 0.0
+    cluster: Any = None  # overlay.assembly.Cluster, when pynet runs with cluster settings
 
     # --- handlers ----------------------------------------------------------
 
@@ -68,12 +70,24 @@ class DebugApi:
         checks["reconciled"] = f"ok ({runs} runs, last: {dict(self.reconciler.last) or 'nothing to do'})" \
             if runs else "not yet"
         ready = all(v.startswith("ok") for v in checks.values())
-        body = {"ready": ready, "version": __version__, "checks": checks,
+        if self.cluster is not None:
+            # etcd away is degraded, not down: running containers and single-host networks work.
+            checks["cluster"] = await self._cluster_check()
+        body = {"ready": ready, "degraded": not checks.get("cluster", "ok").startswith("ok"),
+                "version": __version__, "checks": checks,
                 "uptime_seconds": round(time.monotonic() - self.started, 1),
                 "networks": len(self.driver.networks), "endpoints": len(self.driver.endpoints),
                 "state_dir": self.config.state_dir, "socket": self.config.socket,
                 "settings": self.settings()}
         return web.json_response(body, status=200 if ready else 503)
+
+    async def _cluster_check(self) -> str:
+        membership = self.cluster.membership
+        if not membership.alive.is_set():
+            return (f"degraded: host {membership.host} is not registered with etcd at"
+                    f" {self.cluster.etcd.settings.describe()}: new endpoints on cluster networks fail;"
+                    " running containers and single-host networks are unaffected")
+        return f"ok (host {membership.host}, epoch {membership.epoch}, VTEP {membership.vtep})"
 
     def settings(self) -> dict:
         """What an operator tunes (PYNET_*, `docker plugin set`), as this pynet runs with it."""

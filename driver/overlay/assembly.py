@@ -77,11 +77,11 @@ async def open_cluster(config: Config, db: Database, ipr, bridge: NetworkDriver)
     return Cluster(etcd, membership, ipam, peers, mode)
 
 
-async def _replay(ipam: ClusterIpam) -> None:
+async def _replay(cluster: Cluster) -> None:
     while True:
         await asyncio.sleep(REPLAY_EVERY)
         try:
-            done = await ipam.replay_releases()
+            done = await cluster.ipam.replay_releases() + await cluster.mode.replay_unpublish()
             if done:
                 log.info("cluster: %d journaled releases given back to etcd", done)
         except ClusterUnavailable:
@@ -94,7 +94,7 @@ async def cluster_tasks(cluster: Cluster) -> AsyncIterator[None]:
     """Started with the server, stopped with it (aiohttp's cleanup context)."""
     tasks = [asyncio.create_task(cluster.membership.keep_alive()), asyncio.create_task(cluster.peers.run()),
              asyncio.create_task(keep_verifying(cluster.mode, VERIFY_EVERY)),
-             asyncio.create_task(_replay(cluster.ipam))]
+             asyncio.create_task(_replay(cluster))]
     yield
     for task in tasks:
         task.cancel()

@@ -280,13 +280,9 @@ class ClusterIpam:
             held = any(p.name == name and addr in p.addresses for p in self.pools.values())
             if not held:
                 await self._unclaim(name, addr)
-            await self.db.write(partial(_forget, name=name, addr=addr))
+            await self.db.write(partial(store.forget_release, name=name, address=addr))
             done += 1
         return done
 
     def holds_address(self, name: str, addr: str) -> bool:
         return any(p.name == name and addr in p.addresses for p in self.pools.values())
-
-
-def _forget(conn, name: str, addr: str) -> None:
-    store.forget_release(conn, name, addr)

@@ -23,6 +23,7 @@ import logging
 import time
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Optional
 
 from ipam.addr import IPAddress, IPNetwork
@@ -38,7 +39,7 @@ from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, Create
 from . import store
 from .addressing import endpoint_mac
 from .cluster_ipam import CLUSTER_OPTION, cluster_name
-from .etcd import Etcd
+from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
 from .membership import Membership
 from .peers import Peers
@@ -233,9 +234,29 @@ class OverlayMode:
         await self.bridge.delete_endpoint(req)
         if net is not None:
             key = self.keys.endpoint(net.name, req.EndpointID)
-            tx = self.etcd.tx
-            await self.etcd.transaction(self.membership.fence(), [tx.delete(key)], [])
+            try:
+                await self._unpublish(key)
+            except ClusterUnavailable as exc:  # Docker's delete must not fail for it: later
+                log.warning("endpoint %s: its record stays in etcd until etcd is back (%s)",
+                            naming.short(req.EndpointID), exc)
+                await self.bridge.db.write(lambda c: store.journal_unpublish(c, key.decode()))
         return Empty()
+
+    async def _unpublish(self, key: bytes) -> None:
+        """Delete this host's record (never another host's, should the key have moved)."""
+        found = await self.etcd.get(key)
+        if found is None or json.loads(found).get("host") != self.membership.host:
+            return
+        tx = self.etcd.tx
+        await self.etcd.transaction([*self.membership.fence(), tx.value(key) == found], [tx.delete(key)], [])
+
+    async def replay_unpublish(self) -> int:
+        """Records left in etcd while it was away: deleted now."""
+        keys = await self.bridge.db.read(store.pending_unpublish)
+        for key in keys:
+            await self._unpublish(key.encode())
+            await self.bridge.db.write(partial(store.forget_unpublish, key=key))
+        return len(keys)
 
     async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
         return await self.bridge.oper_info(req)

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS cluster_releases (
     address  TEXT NOT NULL,
     PRIMARY KEY (name, address)
 );
+CREATE TABLE IF NOT EXISTS cluster_unpublished (
+    key      TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS overlay_networks (
     network_id TEXT PRIMARY KEY,
     name       TEXT NOT NULL,
@@ -100,6 +103,18 @@ def pending_releases(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 
 def forget_release(conn: sqlite3.Connection, name: str, address: str) -> None:
     conn.execute("DELETE FROM cluster_releases WHERE name = ? AND address = ?", (name, address))
+
+
+def journal_unpublish(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO cluster_unpublished VALUES (?)", (key,))
+
+
+def pending_unpublish(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT key FROM cluster_unpublished")]
+
+
+def forget_unpublish(conn: sqlite3.Connection, key: str) -> None:
+    conn.execute("DELETE FROM cluster_unpublished WHERE key = ?", (key,))
 
 
 def load_networks(conn: sqlite3.Connection) -> list[tuple[str, str, int, str]]:

@@ -97,3 +97,55 @@ def test_health_and_capabilities_say_the_overlay_is_there(rig):
         assert caps["Scope"] == "local" and caps["ConnectivityScope"] == "global"
     finally:
         client.close()
+
+
+def _health(host) -> dict:
+    client = PluginClient(host.socket)
+    try:
+        return client.request("GET", "/healthz")[1]
+    finally:
+        client.close()
+
+
+def test_etcd_away_stops_only_new_cluster_endpoints(rig):
+    """etcd killed: running containers keep talking, a new cluster endpoint fails at once
+    with a message that names etcd and says what still works, removals are journaled,
+    health says degraded; etcd back: everything resumes without a restart."""
+    net = Network("ops", "10.73.0.0/24")
+    for host in rig.hosts[:2]:
+        net.create_on(host)
+    a = Container(rig.hosts[0], net, "o1").start()
+    b = Container(rig.hosts[1], net, "o2").start()
+    gone = Container(rig.hosts[1], net, "o3").start()
+    assert a.ping(b.ip) and a.ping(gone.ip)
+    rig.stop_etcd()
+    try:
+        assert a.ping(b.ip, count=3)  # nothing was flushed
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError) as refused:
+            Container(rig.hosts[0], net, "o4").start()
+        assert time.monotonic() - t0 < 3
+        assert "198.18.42.100:2379 is unreachable" in str(refused.value)
+        assert "running containers are unaffected" in str(refused.value)
+        gone_ip = gone.ip
+        gone.remove()  # Docker's removal succeeds: the release waits in a journal
+        assert until(lambda: _health(rig.hosts[1])["degraded"], 15)
+        assert _health(rig.hosts[1])["ready"]
+    finally:
+        rig.start_etcd()
+    # Back: registration, the watch and the journal resume by themselves.
+    assert until(lambda: not _health(rig.hosts[0])["degraded"], 15)
+    started: list[Container] = []
+
+    def start_one() -> bool:
+        try:
+            started.append(Container(rig.hosts[0], net, "o5").start())
+            return True
+        except RuntimeError:
+            return False
+    assert until(start_one, 10)
+    c = started[0]
+    assert c.ping(b.ip)
+    assert until(lambda: gone_ip not in _neighbours(rig.hosts[0]), 15)
+    for x in (a, b, c):
+        x.remove()
