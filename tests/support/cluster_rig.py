@@ -52,8 +52,7 @@ class Host:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, sys.executable, "-m", "driver", "serve", "--socket", str(self.socket),
              "--state-dir", str(self.dir / "state"), "--netns-dirs", "/run/netns", "--log-level", "DEBUG",
-             "--reconcile-interval", "2", "--stale-after", "3", "--etcd-endpoints", f"{ETCD_IP}:2379",
-             "--vtep", self.vtep, "--cluster-host", self.name, *extra],
+             "--reconcile-interval", "2", "--stale-after", "3", *cluster_flags(self.name, self.vtep), *extra],
             stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         self.client = PluginClient(self.socket, timeout=30)
         deadline = time.monotonic() + 20
@@ -152,33 +151,31 @@ class Container:
         h.call("IpamDriver.ReleaseAddress", {"PoolID": n.pools[h.name], "Address": self.ip})
 
 
-class ClusterRig:
-    def __init__(self, hosts: int) -> None:
-        self.prefix = f"{PREFIX}{secrets.token_hex(2)}-"
-        self.dir = Path(tempfile.mkdtemp(prefix="pynet-cluster-"))
-        self.underlay = f"{self.prefix}ul"
-        self.etcd_ns = f"{self.prefix}etcd"
+class Underlay:
+    """The rig's network between hosts: a bridge in a namespace of its own, and
+    one etcd in another namespace on it (198.18.42.100:2379)."""
+
+    def __init__(self, prefix: str, directory: Path) -> None:
+        self.prefix, self.dir = prefix, directory
+        self.ns = f"{prefix}ul"
+        self.etcd_ns = f"{prefix}etcd"
         self.etcd: Optional[subprocess.Popen] = None
-        self.hosts = [Host(self, i) for i in range(1, hosts + 1)]
 
     def attach(self, ns: str, address: str, port: str) -> None:
         """A veth from `ns` (named ul) onto the underlay bridge, with `address`."""
-        sh("ip", "-n", self.underlay, "link", "add", port, "type", "veth", "peer", "name", "ul", "netns", ns)
-        sh("ip", "-n", self.underlay, "link", "set", port, "master", "br0", "up")
+        sh("ip", "-n", self.ns, "link", "add", port, "type", "veth", "peer", "name", "ul", "netns", ns)
+        sh("ip", "-n", self.ns, "link", "set", port, "master", "br0", "up")
         sh("ip", "-n", ns, "addr", "add", address, "dev", "ul")
         sh("ip", "-n", ns, "link", "set", "ul", "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
 
-    def start(self) -> "ClusterRig":
-        sh("ip", "netns", "add", self.underlay)
-        sh("ip", "-n", self.underlay, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", self.underlay, "link", "set", "br0", "up")
+    def start(self) -> "Underlay":
+        sh("ip", "netns", "add", self.ns)
+        sh("ip", "-n", self.ns, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.ns, "link", "set", "br0", "up")
         sh("ip", "netns", "add", self.etcd_ns)
         self.attach(self.etcd_ns, f"{ETCD_IP}/24", "ue")
         self.start_etcd()
-        for host in self.hosts:
-            host.plug()
-            host.start()
         return self
 
     def start_etcd(self) -> None:
@@ -205,12 +202,46 @@ class ClusterRig:
         self.etcd = None
 
     def close(self) -> None:
+        self.stop_etcd()
+        sh("ip", "netns", "del", self.etcd_ns, check=False)
+        sh("ip", "netns", "del", self.ns, check=False)
+
+
+def cluster_flags(host: str, vtep: str) -> tuple[str, ...]:
+    """pynet's cluster settings for a host of the rig."""
+    return ("--etcd-endpoints", f"{ETCD_IP}:2379", "--vtep", vtep, "--cluster-host", host)
+
+
+class ClusterRig:
+    def __init__(self, hosts: int) -> None:
+        self.prefix = f"{PREFIX}{secrets.token_hex(2)}-"
+        self.dir = Path(tempfile.mkdtemp(prefix="pynet-cluster-"))
+        self.underlay = Underlay(self.prefix, self.dir)
+        self.hosts = [Host(self, i) for i in range(1, hosts + 1)]
+
+    def attach(self, ns: str, address: str, port: str) -> None:
+        self.underlay.attach(ns, address, port)
+
+    def start(self) -> "ClusterRig":
+        self.underlay.start()
+        for host in self.hosts:
+            host.plug()
+            host.start()
+        return self
+
+    def start_etcd(self) -> None:
+        self.underlay.start_etcd()
+
+    def stop_etcd(self, sig: int = signal.SIGKILL) -> None:
+        self.underlay.stop_etcd(sig)
+
+    def close(self) -> None:
         for host in self.hosts:
             try:
                 host.stop(signal.SIGKILL)
             except Exception:  # noqa: BLE001 - clean up the rest anyway
                 pass
-        self.stop_etcd()
+        self.underlay.close()
         clear_namespaces(self.prefix)
         shutil.rmtree(self.dir, ignore_errors=True)
 
