@@ -184,8 +184,36 @@ async def cmd_doctor(ctx: Context, args) -> int:
     return 1 if findings else 0
 
 
+async def cmd_cluster(ctx: Context, args) -> int:
+    if args.remove_host:
+        print((await ctx.pynet.post("/debug/cluster/remove-host", {"host": args.remove_host}))["done"])
+        return 0
+    data = await ctx.pynet.get("/debug/cluster")
+    if "Err" in data:
+        print(f"pynet: {data['Err']}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"host {data['host']} ({'registered' if data['registered'] else 'NOT registered'}), etcd {data['etcd']}")
+    print(table([[h["host"] + (" *" if h["this"] else ""), "yes" if h["alive"] else
+                  f"no ({h['away_seconds']} s)" if h["away_seconds"] is not None else "no",
+                  h["epoch"], h["vtep"] or "-", h["version"] or "-"] for h in data["hosts"]],
+                ["HOST", "ALIVE", "EPOCH", "VTEP", "VERSION"]))
+    for net in data["networks"]:
+        print(f"\nnetwork {net['name']}: VNI {net['vni']}, MTU {net['mtu']}, {', '.join(net['subnets'])}"
+              + (f", device {net['device']} here" if net["here"] else ", not on this host"))
+        for host, blocks in sorted(net["blocks"].items()):
+            print(f"  blocks of {host}: {', '.join(blocks)}")
+        if net.get("peers"):
+            print(table([["  " + p["ip"], p["mac"], p["vtep"] or "-",
+                          "unexpected" if p.get("unexpected") else ("ok" if p["in_kernel"] else "MISSING")]
+                         for p in net["peers"]], ["  PEER", "MAC", "VTEP", "KERNEL"]))
+    return 0
+
+
 COMMANDS = {"status": cmd_status, "networks": cmd_networks, "endpoints": cmd_endpoints,
-            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor}
+            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor, "cluster": cmd_cluster}
 
 
 async def run_command(args) -> int:
@@ -210,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
              "endpoints": "endpoints (of one network)",
              "ports": "published ports (Docker cannot show them)",
              "ipam": "pools: used, free, and who holds each address",
-             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe"}
+             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe",
+             "cluster": "the overlay's cluster: hosts, networks, blocks, and this host's peers"}
     for name, text in helps.items():
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--socket", help="pynet's socket (default: found by itself)")
@@ -219,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("network", nargs="?", help="Docker name, ID or ID prefix")
         if name == "doctor":
             sub.add_argument("--repair", action="store_true", help="fix what is safe to fix")
+        if name == "cluster":
+            sub.add_argument("--remove-host", metavar="NAME", help="reclaim a host lost for good, now (never a"
+                                                                   " live one)")
     args = parser.parse_args(argv)
 
     if args.command == "serve":

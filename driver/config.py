@@ -46,6 +46,9 @@ class Config:
     etcd_prefix: str = "/pynet"
     cluster_host: str = ""
     vtep: str = ""
+    host_lease: float = 10.0
+    lost_host_grace: float = 7200.0
+    reclaim_cooldown: float = 600.0
 
     @property
     def clustered(self) -> bool:
@@ -113,6 +116,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--cluster-host", default=env("PYNET_CLUSTER_HOST", ""), type=_host_name,
                          help="this host's name in the cluster, unique (PYNET_CLUSTER_HOST; default: the"
                               " host name)")
+    cluster.add_argument("--host-lease", default=env("PYNET_HOST_LEASE", "10"), type=_positive,
+                         help="seconds without a keepalive after which this host counts as away"
+                              " (PYNET_HOST_LEASE; default %(default)s)")
+    cluster.add_argument("--lost-host-grace", default=env("PYNET_LOST_HOST_GRACE", "7200"), type=_interval,
+                         help="seconds a host may stay away before another reclaims its addresses"
+                              " (PYNET_LOST_HOST_GRACE; default %(default)s)")
+    cluster.add_argument("--reclaim-cooldown", default=env("PYNET_RECLAIM_COOLDOWN", "600"), type=_interval,
+                         help="seconds a reclaimed address waits before it is handed out again"
+                              " (PYNET_RECLAIM_COOLDOWN; default %(default)s)")
     cluster.add_argument("--vtep", default=env("PYNET_VTEP", ""), type=_vtep,
                          help="this host's underlay address for VXLAN, or the interface that has it"
                               " (PYNET_VTEP; needed with --etcd-endpoints)")
@@ -157,6 +169,13 @@ def _vtep(text: str) -> str:
     return text
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more seconds")
+    return value
+
+
 def _interval(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:  # nan would make every age look old enough
@@ -184,4 +203,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   sysctl_root=args.sysctl_root, iptables=args.iptables,
                   etcd_endpoints=args.etcd_endpoints, etcd_ca=args.etcd_ca, etcd_cert=args.etcd_cert,
                   etcd_key=args.etcd_key, etcd_prefix=args.etcd_prefix,
-                  cluster_host=args.cluster_host or socket.gethostname(), vtep=args.vtep)
+                  cluster_host=args.cluster_host or socket.gethostname(), vtep=args.vtep,
+                  host_lease=float(args.host_lease), lost_host_grace=float(args.lost_host_grace),
+                  reclaim_cooldown=float(args.reclaim_cooldown))

@@ -81,6 +81,29 @@ class DebugApi:
                 "settings": self.settings()}
         return web.json_response(body, status=200 if ready else 503)
 
+    async def cluster_view(self, _: web.Request) -> web.Response:
+        if self.cluster is None:
+            return web.json_response({"Err": "pynet runs without cluster settings (--etcd-endpoints)"}, status=404)
+        from .overlay.etcd import ClusterUnavailable
+        from .overlay.views import cluster_view
+        try:
+            return web.json_response(await cluster_view(self.cluster))
+        except ClusterUnavailable as exc:
+            return web.json_response({"Err": str(exc)}, status=503)
+
+    async def remove_host(self, request: web.Request) -> web.Response:
+        if self.cluster is None:
+            return web.json_response({"Err": "pynet runs without cluster settings (--etcd-endpoints)"}, status=404)
+        from .overlay.etcd import ClusterUnavailable
+        body = await request.json()
+        host = body.get("host") if isinstance(body, dict) else None
+        if not isinstance(host, str) or not host:
+            return web.json_response({"Err": "remove-host needs {\"host\": NAME}"}, status=400)
+        try:
+            return web.json_response({"done": await self.cluster.reaper.remove(host)})
+        except (ValueError, ClusterUnavailable) as exc:
+            return web.json_response({"Err": str(exc)}, status=409)
+
     async def _cluster_check(self) -> str:
         membership = self.cluster.membership
         if not membership.alive.is_set():
@@ -146,4 +169,6 @@ class DebugApi:
         app.router.add_get("/debug/doctor", self.doctor)
         app.router.add_post("/debug/reconcile", self.reconcile)
         app.router.add_get("/metrics", self.metrics_text)
+        app.router.add_get("/debug/cluster", self.cluster_view)
+        app.router.add_post("/debug/cluster/remove-host", self.remove_host)
 

@@ -22,6 +22,7 @@ from .keys import Keys
 from .membership import Membership
 from .mode import OverlayMode, keep_verifying
 from .peers import Peers
+from .reclaim import Reaper
 
 log = logging.getLogger("pynet.cluster")
 
@@ -36,6 +37,7 @@ class Cluster:
     ipam: ClusterIpam
     peers: Peers
     mode: OverlayMode
+    reaper: Reaper
 
 
 async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int]:
@@ -66,15 +68,17 @@ async def open_cluster(config: Config, db: Database, ipr, bridge: NetworkDriver)
                              config.etcd_key or None))
     keys = Keys(config.etcd_prefix)
     vtep, underlay_mtu, version = await resolve_vtep(ipr, config.vtep)
-    membership = Membership(etcd, keys, config.cluster_host, vtep, __version__)
+    membership = Membership(etcd, keys, config.cluster_host, vtep, __version__, config.host_lease)
     ipam = ClusterIpam(etcd, keys, membership, db)
     await ipam.load()
+    membership.on_registered = ipam.registered
+    reaper = Reaper(etcd, keys, membership, config.lost_host_grace, config.reclaim_cooldown)
     peers = Peers(etcd, keys, config.cluster_host, ipr)
     mode = OverlayMode(bridge, etcd, keys, membership, peers, vtep, overlay_mtu(underlay_mtu, version))
     await mode.load()
     log.info("cluster: host %s, VTEP %s (overlay MTU %d), etcd %s", config.cluster_host, vtep, mode.mtu,
              ", ".join(config.etcd_endpoints))
-    return Cluster(etcd, membership, ipam, peers, mode)
+    return Cluster(etcd, membership, ipam, peers, mode, reaper)
 
 
 async def _replay(cluster: Cluster) -> None:
@@ -94,7 +98,7 @@ async def cluster_tasks(cluster: Cluster) -> AsyncIterator[None]:
     """Started with the server, stopped with it (aiohttp's cleanup context)."""
     tasks = [asyncio.create_task(cluster.membership.keep_alive()), asyncio.create_task(cluster.peers.run()),
              asyncio.create_task(keep_verifying(cluster.mode, VERIFY_EVERY)),
-             asyncio.create_task(_replay(cluster))]
+             asyncio.create_task(_replay(cluster)), asyncio.create_task(cluster.reaper.run())]
     yield
     for task in tasks:
         task.cancel()

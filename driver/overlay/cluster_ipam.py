@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import re
+import time
 from collections import defaultdict
 from functools import partial
 from typing import Optional
@@ -36,6 +37,7 @@ from .addressing import block_of, blocks, first_host
 from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
 from .membership import Membership
+from .reclaim import cooling, reclaimed
 
 log = logging.getLogger("pynet.cluster")
 
@@ -199,8 +201,30 @@ class ClusterIpam:
         if raw is None:
             raise ClusterUnavailable(f"host {self.host} was fenced out of the cluster (its epoch moved):"
                                      " it registers again")
+        if reclaimed(raw):  # a lost host's address: free once it has cooled down
+            if cooling(raw, time.time()):
+                return f"none (reclaimed from host {json.loads(raw).get('was')}, cooling down)"
+            ok, _ = await self.etcd.transaction([*self.membership.fence(), tx.value(key) == raw],
+                                                [tx.put(key, self._record())], [])
+            return None if ok else "another host (taken just now)"
         holder = json.loads(raw).get("host", "?")
         return None if holder == self.host else holder
+
+    async def registered(self, epoch: int) -> None:
+        """After each registration: if this host's epoch moved while it was away, it was
+        reclaimed, and nothing it held is its own any more (it resurrects nothing)."""
+        saved = await self.db.read(store.saved_epoch)
+        if saved is not None and saved != epoch:
+            held = sum(len(p.addresses) for p in self.pools.values())
+            log.error("cluster: host %s was reclaimed while away (epoch %d -> %d): its %d cluster addresses and"
+                      " its blocks are no longer its own; containers it still runs on cluster networks must be"
+                      " restarted", self.host, saved, epoch, held)
+            for pool in self.pools.values():
+                pool.addresses = {a: k for a, k in pool.addresses.items() if k == "gateway"}
+                pool.blocks.clear()
+            await self.db.write(store.forget_holds)
+        if saved != epoch:
+            await self.db.write(lambda c: store.save_epoch(c, epoch))
 
     async def _claim_static(self, pool: store.PoolRecord, addr: IPAddress) -> IPAddress:
         if str(addr) == pool.gateway:

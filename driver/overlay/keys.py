@@ -2,6 +2,7 @@
 
     hosts/<host>                    {"vtep", "epoch", "version", "started"}, on the host's lease
     epochs/<host>                   the host's registration epoch (no lease: a paused host keeps it)
+    lost/<host>                     the epoch a reclaim left it at (until the host registers again)
     networks/<name>                 a cluster network's definition, written by the first host
     vnis/<vni>                      the network name that holds this VNI
     pools/<name>/<subnet>           {"gateway"}: one subnet of it, written at RequestPool
@@ -42,6 +43,9 @@ class Keys:
 
     def epoch(self, host: str) -> bytes:
         return self._k("epochs", host)
+
+    def lost(self, host: str) -> bytes:
+        return self._k("lost", host)
 
     def network(self, name: str) -> bytes:
         return self._k("networks", name)

@@ -14,24 +14,26 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
 
 log = logging.getLogger("pynet.cluster")
 
-LEASE_TTL = 10  # seconds without a keepalive before a host counts as away
+LEASE_TTL = 10  # seconds without a keepalive before a host counts as away (--host-lease)
 
 
 class Membership:
     def __init__(self, etcd: Etcd, keys: Keys, host: str, vtep: str, version: str,
-                 lease_ttl: int = LEASE_TTL) -> None:
+                 lease_ttl: float = LEASE_TTL) -> None:
         self.etcd, self.keys, self.host, self.vtep, self.version = etcd, keys, host, vtep, version
         self.lease_ttl = lease_ttl
         self.epoch: Optional[int] = None
         self.lease: Any = None
         self.alive = asyncio.Event()  # registered and the lease is held
+        # Told the epoch after each registration (the cluster IPAM: was this host reclaimed?).
+        self.on_registered: Optional[Callable[[int], Awaitable[None]]] = None
 
     def fence(self) -> list:
         """The compare every write of this host carries."""
@@ -50,14 +52,17 @@ class Membership:
         """Take the current epoch and announce this host on a fresh lease."""
         self.alive.clear()
         self.epoch = await self.current_epoch()
-        self.lease = await self.etcd.lease(self.lease_ttl)
+        self.lease = await self.etcd.lease(max(1, round(self.lease_ttl)))
         record = json.dumps({"vtep": self.vtep, "epoch": self.epoch, "version": self.version,
                              "started": time.time()}).encode()
         tx = self.etcd.tx
         ok, _ = await self.etcd.transaction(self.fence(), [tx.put(self.keys.host(self.host), record,
-                                                                    lease=self.lease.id)], [])
+                                                                    lease=self.lease.id),
+                                                             tx.delete(self.keys.lost(self.host))], [])
         if not ok:  # reclaimed in between: take the new epoch
             return await self.register()
+        if self.on_registered is not None:
+            await self.on_registered(self.epoch)
         self.alive.set()
         log.info("cluster: host %s registered (epoch %d, VTEP %s)", self.host, self.epoch, self.vtep)
         return self.epoch

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cluster_pools (
@@ -115,6 +116,21 @@ def pending_unpublish(conn: sqlite3.Connection) -> list[str]:
 
 def forget_unpublish(conn: sqlite3.Connection, key: str) -> None:
     conn.execute("DELETE FROM cluster_unpublished WHERE key = ?", (key,))
+
+
+def saved_epoch(conn: sqlite3.Connection) -> Optional[int]:
+    row = conn.execute("SELECT value FROM cluster_settings WHERE key = 'epoch'").fetchone()
+    return int(row[0]) if row else None
+
+
+def save_epoch(conn: sqlite3.Connection, epoch: int) -> None:
+    conn.execute("INSERT OR REPLACE INTO cluster_settings VALUES ('epoch', ?)", (str(epoch),))
+
+
+def forget_holds(conn: sqlite3.Connection) -> None:
+    """What a reclaimed host held: gone (the gateways stay: they are everyone's)."""
+    conn.execute("DELETE FROM cluster_addresses WHERE kind != 'gateway'")
+    conn.execute("DELETE FROM cluster_blocks")
 
 
 def load_networks(conn: sqlite3.Connection) -> list[tuple[str, str, int, str]]:

@@ -149,3 +149,34 @@ def test_etcd_away_stops_only_new_cluster_endpoints(rig):
     assert until(lambda: gone_ip not in _neighbours(rig.hosts[0]), 15)
     for x in (a, b, c):
         x.remove()
+
+
+def _pynet(host, *args: str):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "driver", *args, "--socket", str(host.socket)],
+                          capture_output=True, text=True, timeout=30, cwd=str(host.rig.dir.parent))
+
+
+def test_the_cluster_view_shows_hosts_blocks_and_peers(rig):
+    import json
+    net = Network("view", "10.75.0.0/24")
+    for host in rig.hosts[:2]:
+        net.create_on(host)
+    a = Container(rig.hosts[0], net, "v1").start()
+    b = Container(rig.hosts[1], net, "v2").start()
+    try:
+        assert until(lambda: a.ping(b.ip))
+        shown = json.loads(_pynet(rig.hosts[0], "cluster", "--json").stdout)
+        assert {h["host"]: (h["alive"], h["vtep"]) for h in shown["hosts"]} == {
+            "h1": (True, "198.18.42.1"), "h2": (True, "198.18.42.2"), "h3": (True, "198.18.42.3")}
+        view = next(n for n in shown["networks"] if n["name"] == "view")
+        assert view["here"] and set(view["blocks"]) == {"h1", "h2"}
+        assert [(p["ip"], p["in_kernel"]) for p in view["peers"]] == [(b.ip, True)]
+        text = _pynet(rig.hosts[0], "cluster").stdout
+        assert "network view: VNI" in text and "blocks of h2" in text and b.ip in text
+        refused = _pynet(rig.hosts[0], "cluster", "--remove-host", "h2")
+        assert refused.returncode != 0 and "h2 is alive" in refused.stderr
+    finally:
+        a.remove()
+        b.remove()

@@ -213,7 +213,8 @@ def cluster_flags(host: str, vtep: str) -> tuple[str, ...]:
 
 
 class ClusterRig:
-    def __init__(self, hosts: int) -> None:
+    def __init__(self, hosts: int, flags: tuple[str, ...] = ()) -> None:
+        self.flags = flags  # every host's pynet's extra flags
         self.prefix = f"{PREFIX}{secrets.token_hex(2)}-"
         self.dir = Path(tempfile.mkdtemp(prefix="pynet-cluster-"))
         self.underlay = Underlay(self.prefix, self.dir)
@@ -226,7 +227,7 @@ class ClusterRig:
         self.underlay.start()
         for host in self.hosts:
             host.plug()
-            host.start()
+            host.start(*self.flags)
         return self
 
     def start_etcd(self) -> None:

@@ -1,0 +1,86 @@
+"""A host lost for good: after the grace period another host fences and
+reclaims it, its peers drop its entries, its addresses cool down, then are
+free; when it comes back it registers again and resurrects nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.support.cluster_rig import ETCD_IP, ClusterRig, Container, Network, clear_namespaces, sh
+
+pytestmark = pytest.mark.kernel
+
+FLAGS = ("--host-lease", "2", "--lost-host-grace", "2", "--reclaim-cooldown", "3")
+
+
+@pytest.fixture
+def rig():
+    from tests.support.etcd import etcd_available
+    if os.geteuid() != 0:
+        pytest.skip("the overlay tests need root")
+    if not etcd_available():
+        pytest.skip("the overlay tests need etcd (apt-get install etcd-server)")
+    clear_namespaces()
+    made = ClusterRig(hosts=3, flags=FLAGS)
+    try:
+        yield made.start()
+    finally:
+        made.close()
+
+
+def until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return predicate()
+
+
+def etcd_json(rig, key: str):
+    out = subprocess.run(["ip", "netns", "exec", rig.underlay.etcd_ns, "etcdctl", "--endpoints", f"{ETCD_IP}:2379",
+                          "get", key, "--print-value-only"], capture_output=True, text=True,
+                         env={**os.environ, "ETCDCTL_API": "3"}).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def neighbours(host) -> str:
+    return sh("ip", "-n", host.ns, "neigh", "show", "nud", "permanent").stdout
+
+
+def test_a_lost_host_is_reclaimed_and_resurrects_nothing(rig):
+    h1, h2, h3 = rig.hosts
+    net = Network("lost", "10.74.0.0/24")
+    for host in rig.hosts:
+        net.create_on(host)
+    a = Container(h1, net, "l1").start()
+    doomed = Container(h3, net, "l3").start()
+    assert a.ping(doomed.ip)
+    lost_ip = doomed.ip
+    h3.stop(signal.SIGKILL)  # the whole host: its pynet, and (below) its containers
+    sh("ip", "netns", "del", doomed.ns)
+    # Lease (2 s) + grace (2 s) + a check (5 s at most): its peers forget it, its address cools.
+    assert until(lambda: lost_ip not in neighbours(h1), 20), neighbours(h1)
+    claim = etcd_json(rig, f"/pynet/addresses/lost/{lost_ip}")
+    assert claim is not None and claim.get("was") == "h3" and "cooling_until" in claim
+    assert "reclaimed" in h1.log() + h2.log()
+    # After the cool-down the address can be given to a container on another host.
+    time.sleep(max(0.0, claim["cooling_until"] - time.time()) + 0.5)
+    taken = h2.call("IpamDriver.RequestAddress", {"PoolID": net.pools["h2"], "Address": lost_ip})
+    assert taken["Address"] == f"{lost_ip}/24"
+    # h3 comes back with its old state: it registers again under the new epoch, and
+    # neither claims nor publishes what was reclaimed.
+    h3.start(*FLAGS)
+    assert until(lambda: "was reclaimed while away" in h3.log(), 10)
+    assert etcd_json(rig, f"/pynet/addresses/lost/{lost_ip}")["host"] == "h2"
+    assert until(lambda: (etcd_json(rig, "/pynet/hosts/h3") or {}).get("epoch") == 2, 10)
+    fresh = Container(h3, net, "l4").start()
+    assert fresh.ip != lost_ip and a.ping(fresh.ip)
+    for c in (a, fresh):
+        c.remove()
