@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.cluster_rig import ClusterRig, Container, Network, clear_namespaces
+from tests.support.cluster_rig import Container, Network, running_rig
 from tests.support.plugin_client import PluginClient
 
 pytestmark = pytest.mark.kernel
@@ -16,18 +16,8 @@ pytestmark = pytest.mark.kernel
 
 @pytest.fixture(scope="module")
 def rig():
-    import os
-    from tests.support.etcd import etcd_available
-    if os.geteuid() != 0:
-        pytest.skip("the overlay tests need root")
-    if not etcd_available():
-        pytest.skip("the overlay tests need etcd (apt-get install etcd-server)")
-    clear_namespaces()
-    made = ClusterRig(hosts=3)
-    try:
-        yield made.start()
-    finally:
-        made.close()
+    with running_rig(3) as made:
+        yield made
 
 
 def until(predicate, seconds: float = 5.0) -> bool:

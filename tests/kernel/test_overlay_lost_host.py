@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.support.cluster_rig import ETCD_IP, ClusterRig, Container, Network, clear_namespaces, sh
+from tests.support.cluster_rig import ETCD_IP, Container, Network, running_rig, sh
 
 pytestmark = pytest.mark.kernel
 
@@ -21,17 +21,8 @@ FLAGS = ("--host-lease", "2", "--lost-host-grace", "2", "--reclaim-cooldown", "3
 
 @pytest.fixture
 def rig():
-    from tests.support.etcd import etcd_available
-    if os.geteuid() != 0:
-        pytest.skip("the overlay tests need root")
-    if not etcd_available():
-        pytest.skip("the overlay tests need etcd (apt-get install etcd-server)")
-    clear_namespaces()
-    made = ClusterRig(hosts=3, flags=FLAGS)
-    try:
-        yield made.start()
-    finally:
-        made.close()
+    with running_rig(3, FLAGS) as made:
+        yield made
 
 
 def until(predicate, seconds: float) -> bool:

@@ -8,6 +8,8 @@ moved in). Addresses: underlay 198.18.42.0/24 only; nothing leaves the rig.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import shutil
 import signal
@@ -16,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from .harness import run
 from .plugin_client import PluginClient
@@ -245,6 +247,23 @@ class ClusterRig:
         self.underlay.close()
         clear_namespaces(self.prefix)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_rig(hosts: int, flags: tuple[str, ...] = ()) -> Iterator[ClusterRig]:
+    """A started rig for a test, skipped without root or etcd, gone afterwards."""
+    import pytest
+    from .etcd import etcd_available
+    if os.geteuid() != 0:
+        pytest.skip("the overlay tests need root")
+    if not etcd_available():
+        pytest.skip("the overlay tests need etcd (apt-get install etcd-server)")
+    clear_namespaces()
+    made = ClusterRig(hosts, flags)
+    try:
+        yield made.start()
+    finally:
+        made.close()
 
 
 def clear_namespaces(prefix: str = PREFIX) -> None:
