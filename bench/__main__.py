@@ -18,6 +18,7 @@ from tests.support.harness import NS_PREFIX, docker_host
 
 from . import ipam_bench
 from .engine import EngineBench, Sizes
+from .overlay import OverlayBench
 from .report import Report
 
 PRODUCTION_FLAGS = ("--reconcile-interval", "30", "--stale-after", "60")
@@ -101,12 +102,28 @@ def main(argv: list[str] | None = None) -> int:
         host_error = f"{type(exc).__name__}: {exc}"
         say(f"bench: the private host failed: {host_error}")
 
+    overlay, overlay_error = None, None
+    if shutil.which("etcd") is None:
+        overlay_error = "etcd is not installed (apt-get install etcd-server)"
+    else:
+        say("bench: overlay (two private hosts, VXLAN, etcd) ...")
+        t0 = time.monotonic()
+        try:
+            overlay = OverlayBench(args.quick, ("--log-level", "INFO", *PRODUCTION_FLAGS), say).run()
+            say(f"bench: overlay done in {time.monotonic() - t0:.1f} s")
+        except Exception as exc:  # noqa: BLE001 - reported
+            overlay_error = f"{type(exc).__name__}: {exc}"
+            say(f"bench: the overlay could not be measured: {overlay_error}")
+
     meta["wall"] = f"{time.monotonic() - started:.0f} s"
     meta["load"] += " (at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ")"
     errors = dict(bench.errors) if bench is not None else {}
     if host_error:
         errors["host"] = host_error
-    report = Report(meta, bench.results if bench is not None else {}, errors, ipam, ipam_error, args.quick)
+    if overlay_error:
+        errors["overlay"] = overlay_error
+    report = Report(meta, bench.results if bench is not None else {}, errors, ipam, ipam_error, args.quick,
+                    overlay or {})
     report.build()
     text = report.markdown()
     (out / "benchmarks.md").write_text(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .overlay import programmed_percentile
 from .util import mean, percentile, ratio
 
 
@@ -32,9 +33,10 @@ def _kib(v) -> str:
 
 class Report:
     def __init__(self, meta: dict, engine: dict, engine_errors: dict, ipam: dict | None, ipam_error: str | None,
-                 quick: bool) -> None:
+                 quick: bool, overlay: dict | None = None) -> None:
         self.meta, self.e, self.errors, self.ipam, self.ipam_error, self.quick = \
             meta, engine, engine_errors, ipam, ipam_error, quick
+        self.overlay = overlay or {}
         self.rows: list[tuple[str, str, str]] = []
         self.verdicts: list[tuple[str, str, str]] = []  # (target, figure, met / not met / not measured)
 
@@ -67,6 +69,7 @@ class Report:
         self._scale()
         self._ipam()
         self._throughput()
+        self._overlay()
 
     def _idle(self) -> None:
         i = self.e.get("idle")
@@ -225,6 +228,34 @@ class Report:
         r = ratio(mean(t["pynet"]), mean(t["bridge"]))
         self.row(sec, "**ratio pynet/bridge, throughput**", _x(r))
         self.verdict("throughput ≥ 0.95 of bridge", _x(r), r >= 0.95)
+
+    def _overlay(self) -> None:
+        o = self.overlay
+        sec = "7. overlay (two private Docker hosts on one underlay, VXLAN, one etcd)"
+        if not o.get("start_times") or not o.get("throughput_gbps"):
+            self.unmeasured(sec, self.errors.get("overlay"), "cross-host throughput ≥ 0.80 of same-host (overlay)",
+                            "publish-to-programmed p99 < 250 ms")
+            return
+        st = o["start_times"]
+        med = {k: percentile(v, 50) * 1000 for k, v in st.items()}
+        self.row(sec, f"container start on the overlay / on the built-in bridge, median ({len(st['overlay'])} each)",
+                 f"{_ms(med['overlay'])} / {_ms(med['bridge'])} (ratio {_x(ratio(med['overlay'], med['bridge']))})")
+        self.row(sec, "etcd transactions per container, started and removed (`--rm`), on its host", f"{o['txn_per_start']:.1f}")
+        prog = o.get("programmed", {})
+        total = prog.get(float("inf"), 0.0)
+        shares = ", ".join(f"≤ {le * 1000:g} ms: {prog[le] / total:.0%}" for le in (0.005, 0.01, 0.025, 0.1, 0.25)
+                           if le in prog and total)
+        self.row(sec, f"publish to programmed on the other host (n={total:.0f}; share within)", shares or "n/a")
+        t = o["throughput_gbps"]
+        for kind in ("cross-host", "same host"):
+            each = ", ".join(f"{x:.2f}" for x in t[kind])
+            self.row(sec, f"iperf3 {kind} on the overlay network, mean (each run)", f"{mean(t[kind]):.2f} Gbit/s ({each})")
+        r = ratio(mean(t["cross-host"]), mean(t["same host"]))
+        self.row(sec, "**ratio cross-host/same-host, throughput**", _x(r))
+        self.verdict("cross-host throughput ≥ 0.80 of same-host (overlay)", _x(r), r >= 0.80)
+        p99 = programmed_percentile(prog, 99)
+        self.verdict("publish-to-programmed p99 < 250 ms (bucket bound)", _ms(p99 * 1000),
+                     None if math.isnan(p99) else p99 <= 0.25)
 
     # --- output --------------------------------------------------------------------
 

@@ -130,6 +130,10 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
         # The overlay first: it holds its networks, which the bridge mode builds on.
         modes = Modes({"overlay": cluster.mode, "bridge": driver}, default="bridge")
         debug.cluster = cluster
+        reconciler.modes.append(cluster.mode.reconciliation())
+        metrics.add_cluster(cluster.membership.alive.is_set)
+        cluster.etcd.observer = metrics.observe_etcd
+        cluster.peers.on_programmed = metrics.programmed.observe
     ipam_api = IpamRouter(ipam, cluster.ipam if cluster else None, is_cluster_pool)
     return Plugin(config, db, ipr, driver, modes, ipam, firewall, reconciler, debug, ipam_api, cluster)
 

@@ -36,6 +36,15 @@ class StateCollector:
         yield ratio
 
 
+class _ClusterUp:
+    def __init__(self, alive: Callable[[], bool]) -> None:
+        self._alive = alive
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily("pynet_cluster_registered", "1 when this host is registered with etcd",
+                                value=1 if self._alive() else 0)
+
+
 class Metrics:
     def __init__(self, snapshot: Callable[[], dict]) -> None:
         self.registry = CollectorRegistry()
@@ -51,6 +60,21 @@ class Metrics:
                                          "Firewall rule changes needed to restore pynet's rules",
                                          registry=self.registry)
         self.registry.register(StateCollector(snapshot))
+
+    def add_cluster(self, alive: Callable[[], bool]) -> None:
+        """The overlay's metrics: etcd up, its call latency and count, publish-to-programmed."""
+        self.etcd_calls = Counter("pynet_cluster_etcd_requests", "Requests pynet made to etcd",
+                                  ["call", "outcome"], registry=self.registry)
+        self.etcd_latency = Histogram("pynet_cluster_etcd_request_duration_seconds", "Time of an etcd request",
+                                      ["call"], buckets=BUCKETS, registry=self.registry)
+        self.programmed = Histogram("pynet_cluster_publish_to_programmed_seconds",
+                                    "From a remote endpoint's publication in etcd to its entries in this"
+                                    " host's kernel", buckets=BUCKETS, registry=self.registry)
+        self.registry.register(_ClusterUp(alive))
+
+    def observe_etcd(self, call: str, seconds: float, ok: bool) -> None:
+        self.etcd_calls.labels(call, "ok" if ok else "unavailable").inc()
+        self.etcd_latency.labels(call).observe(seconds)
 
     def observe_call(self, method: str, seconds: float, failed: bool) -> None:
         self.calls.labels(method).inc()

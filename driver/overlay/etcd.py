@@ -9,8 +9,9 @@ from gRPC's own name resolution (`ipv4:a:port,b:port`, round robin).
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Callable, Optional
 
 import aetcd
 import grpc
@@ -100,6 +101,11 @@ class Etcd:
         else:
             self.client = aetcd.Client(host=host, port=port, timeout=settings.timeout, options=options)
         self.tx = self.client.transactions
+        self.observer: Optional[Callable[[str, float, bool], None]] = None  # metrics: (call, seconds, ok)
+
+    def _observe(self, call: str, started: float, ok: bool) -> None:
+        if self.observer is not None:
+            self.observer(call, time.monotonic() - started, ok)
 
     def unavailable(self, exc: BaseException) -> ClusterUnavailable:
         return ClusterUnavailable(f"etcd at {self.settings.describe()} is unreachable ({exc}): cluster networks"
@@ -112,24 +118,34 @@ class Etcd:
             raise self.unavailable(exc) from None
 
     async def transaction(self, compare: list, success: list, failure: list) -> tuple[bool, list]:
+        started = time.monotonic()
         try:
-            return await self.client.transaction(compare=compare, success=success, failure=failure)
+            answer = await self.client.transaction(compare=compare, success=success, failure=failure)
         except aetcd.ClientError as exc:
+            self._observe("txn", started, False)
             raise self.unavailable(exc) from None
+        self._observe("txn", started, True)
+        return answer
 
     async def get(self, key: bytes) -> Optional[bytes]:
+        started = time.monotonic()
         try:
             found = await self.client.get(key)
         except aetcd.ClientError as exc:
+            self._observe("get", started, False)
             raise self.unavailable(exc) from None
+        self._observe("get", started, True)
         return found.value if found is not None else None
 
     async def get_prefix(self, prefix: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
         """Every (key, value) under the prefix, and the store's revision they were read at."""
+        started = time.monotonic()
         try:
             found = await self.client.get_prefix(prefix)
         except aetcd.ClientError as exc:
+            self._observe("range", started, False)
             raise self.unavailable(exc) from None
+        self._observe("range", started, True)
         return [(kv.key, kv.value) for kv in found], found.header.revision
 
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Any]:

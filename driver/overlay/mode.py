@@ -24,7 +24,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ipam.addr import IPAddress, IPNetwork
 
@@ -43,6 +43,9 @@ from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
 from .membership import Membership
 from .peers import Peers
+
+if TYPE_CHECKING:
+    from .repair import OverlayReconciliation
 
 log = logging.getLogger("pynet.overlay")
 
@@ -91,8 +94,9 @@ class OverlayMode:
     def holds(self, network_id: str) -> bool:
         return network_id in self.networks or network_id in self._creating
 
-    def reconciliation(self):
-        return NoReconciliation()  # the bridge mode reconciles the bridges and endpoints of every network
+    def reconciliation(self) -> "OverlayReconciliation":
+        from .repair import OverlayReconciliation
+        return OverlayReconciliation(self)  # with the bridge mode's, which covers every bridge and veth
 
     async def capabilities(self) -> CapabilitiesResponse:
         # Local, not global: Docker 20.10 has no cluster store, and a Swarm manager refuses
@@ -295,28 +299,6 @@ class OverlayMode:
 def _ip(text: str) -> IPAddress:
     import ipaddress
     return ipaddress.ip_address(text.split("/")[0])
-
-
-class NoReconciliation:
-    """The overlay's own part of reconciliation: nothing beyond the bridge mode's (yet)."""
-
-    def counts(self) -> tuple[int, int]:
-        return 0, 0
-
-    def known_networks(self) -> set[str]:
-        return set()
-
-    async def observe(self, full: bool) -> Any:
-        return None
-
-    def decide(self, snapshot: Any, full: bool, min_age: float, spare_leftovers: bool) -> list:
-        return []
-
-    def expected_rules(self) -> list:
-        return []
-
-    def held_subnets(self) -> list:
-        return []
 
 
 async def keep_verifying(mode: OverlayMode, interval: float) -> None:

@@ -5,7 +5,6 @@ engine: the overlay adds nothing engine-specific."""
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import tempfile
@@ -14,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster_rig import PREFIX, Underlay, clear_namespaces, cluster_flags
-from tests.support.harness import IMAGE, PLUGIN, docker_host
+from tests.support.cluster_rig import PREFIX, Underlay, clear_namespaces, docker_cluster
+from tests.support.harness import IMAGE, PLUGIN
 
 pytestmark = pytest.mark.e2e
 
@@ -33,14 +32,7 @@ def cluster(engine):
     underlay = Underlay(f"{PREFIX}{secrets.token_hex(2)}-", directory)
     try:
         underlay.start()
-        with contextlib.ExitStack() as stack:
-            hosts = []
-            for i in (1, 2, 3):
-                host = stack.enter_context(docker_host(engine.host_name(f"o{i}"), engine))
-                vtep = f"198.18.42.{i}"
-                underlay.attach(host.ns, f"{vtep}/24", f"d{i}")
-                host.restart_pynet_with(*cluster_flags(f"o{i}", vtep))
-                hosts.append(host)
+        with docker_cluster(underlay, [engine.host_name(f"o{i}") for i in (1, 2, 3)], engine) as hosts:
             yield hosts
     finally:
         underlay.close()

@@ -170,3 +170,28 @@ def test_the_cluster_view_shows_hosts_blocks_and_peers(rig):
     finally:
         a.remove()
         b.remove()
+
+
+def test_overlay_drift_is_found_and_repaired(rig):
+    from tests.support.cluster_rig import sh
+    net = Network("drift", "10.79.0.0/24")
+    for host in rig.hosts[:2]:
+        net.create_on(host)
+    a = Container(rig.hosts[0], net, "f1").start()
+    b = Container(rig.hosts[1], net, "f2").start()
+    try:
+        assert a.ping(b.ip)
+        h1 = rig.hosts[0]
+        import json
+        shown = json.loads(_pynet(h1, "cluster", "--json").stdout)
+        device = next(n["device"] for n in shown["networks"] if n["name"] == "drift")
+        sh("ip", "-n", h1.ns, "neigh", "del", b.ip, "dev", device)
+        # The periodic reconciliation (every 2 s in the rig) puts it back, and says so.
+        assert until(lambda: b.ip in _neighbours(h1), 10)
+        assert until(lambda: "overlay peers repaired" in h1.log(), 5)
+        sh("ip", "-n", h1.ns, "link", "del", device)
+        assert until(lambda: b.ip in _neighbours(h1) and a.ping(b.ip), 15)
+        assert "overlay devices recreated" in h1.log()
+    finally:
+        a.remove()
+        b.remove()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -264,6 +265,34 @@ def running_rig(hosts: int, flags: tuple[str, ...] = ()) -> Iterator[ClusterRig]
         yield made.start()
     finally:
         made.close()
+
+
+@contextlib.contextmanager
+def docker_cluster(underlay: Underlay, names: list[str], engine=None, flags: tuple[str, ...] = ()) -> Iterator[list]:
+    """Private Docker hosts (the e2e harness's) on the underlay, pynet on each with the
+    cluster settings; host i has VTEP 198.18.42.i. Gone afterwards, whatever happens."""
+    from .harness import docker_host
+    with contextlib.ExitStack() as stack:
+        hosts = []
+        for i, name in enumerate(names, 1):
+            host = stack.enter_context(docker_host(name, engine))
+            vtep = f"{UNDERLAY}.{i}"
+            underlay.attach(host.ns, f"{vtep}/24", f"d{i}")
+            host.restart_pynet_with(*flags, *cluster_flags(name, vtep))
+            hosts.append(host)
+        yield hosts
+
+
+def metrics_text(socket_path: Path) -> str:
+    return run(["curl", "-s", "--unix-socket", str(socket_path), "http://pynet/metrics"], timeout=10).stdout
+
+
+def histogram(text: str, name: str) -> dict[float, float]:
+    """A histogram of pynet's /metrics: upper bound -> cumulative count."""
+    out = {}
+    for m in re.finditer(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M):
+        out[float("inf") if m.group(1) == "+Inf" else float(m.group(1))] = float(m.group(2))
+    return out
 
 
 def clear_namespaces(prefix: str = PREFIX) -> None:

@@ -19,9 +19,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_certificates(directory: Path, ip: str) -> dict[str, str]:
+    """A CA, a server certificate for `ip` and a client certificate, with openssl."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory, timeout=60)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=pynet-test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name, extra in (("server", f"subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth"),
+                        ("client", "extendedKeyUsage=clientAuth")):
+        (directory / f"{name}.ext").write_text(extra + "\n")
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=pynet-test-{name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    return {k: str(directory / f) for k, f in (("ca", "ca.pem"), ("cert", "client.pem"), ("key", "client.key"),
+                                                ("server_cert", "server.pem"), ("server_key", "server.key"))}
+
+
 class TestEtcd:
-    def __init__(self, listen: str = "127.0.0.1") -> None:
+    def __init__(self, listen: str = "127.0.0.1", tls: bool = False) -> None:
         self.listen = listen
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="pynet-etcd-"))
         self.client_port, self.peer_port = _free_port(), _free_port()
         self.proc: Optional[subprocess.Popen] = None
@@ -31,13 +49,19 @@ class TestEtcd:
         return f"{self.listen}:{self.client_port}"
 
     def start(self) -> None:
-        client, peer = f"http://{self.endpoint}", f"http://{self.listen}:{self.peer_port}"
+        scheme = "https" if self.tls else "http"
+        client, peer = f"{scheme}://{self.endpoint}", f"http://{self.listen}:{self.peer_port}"
+        tls: list[str] = []
+        if self.tls:
+            self.certificates = make_certificates(self.dir, self.listen)
+            tls = ["--cert-file", self.certificates["server_cert"], "--key-file", self.certificates["server_key"],
+                   "--trusted-ca-file", self.certificates["ca"], "--client-cert-auth"]
         log = open(self.dir / "etcd.log", "ab")
         self.proc = subprocess.Popen(
             ["etcd", "--name", "pynet-test", "--data-dir", str(self.dir / "data"),
              "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-             "--initial-cluster", f"pynet-test={peer}", "--log-level", "warn"],
+             "--initial-cluster", f"pynet-test={peer}", "--log-level", "warn", *tls],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -1,0 +1,135 @@
+"""The overlay's figures: two private Docker hosts on the rig's underlay
+(tests/support/cluster_rig.py), one etcd, pynet in the overlay mode."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from tests.support.cluster_rig import PREFIX, Underlay, docker_cluster, histogram, metrics_text
+from tests.support.harness import IMAGE, PLUGIN
+
+NET, BRIDGE_NET = "bench-overlay", "bench-ovl-bridge"
+
+
+def metrics(host) -> str:
+    return metrics_text(host.pynet_socket)
+
+
+def counter(text: str, name: str, labels: str) -> float:
+    m = re.search(rf"^{name}_total{{{labels}}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+class OverlayBench:
+    def __init__(self, quick: bool, flags: tuple[str, ...], say: Callable[[str], None]) -> None:
+        self.quick, self.flags, self.say = quick, flags, say
+        self.starts = 5 if quick else 20
+        self.iperf_runs, self.iperf_seconds = (1, 2) if quick else (3, 5)
+        self.results: dict = {}
+        self.procs: list[subprocess.Popen] = []
+
+    def run(self) -> dict:
+        directory = Path(tempfile.mkdtemp(prefix="pynet-bench-overlay-"))
+        underlay = Underlay(f"{PREFIX}bench-", directory)
+        try:
+            underlay.start()
+            with docker_cluster(underlay, ["bench-o1", "bench-o2"], flags=self.flags) as hosts:
+                for host in hosts:
+                    host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "-o", "pynet.mode=overlay",
+                                "-o", f"pynet.cluster={NET}", "--ipam-opt", f"pynet.cluster={NET}",
+                                "--subnet", "10.233.0.0/16", NET)
+                hosts[0].docker("network", "create", "-d", "bridge", BRIDGE_NET)
+                try:
+                    self.start_times(hosts)
+                    self.throughput(hosts)
+                finally:
+                    for p in self.procs:
+                        if p.poll() is None:
+                            p.kill()
+                            p.wait()
+        finally:
+            underlay.close()
+            shutil.rmtree(directory, ignore_errors=True)
+        return self.results
+
+    def start_times(self, hosts) -> None:
+        """docker run --rm on the overlay and on the built-in bridge, alternating; etcd transactions
+        per start on the starting host; publish-to-programmed on the other."""
+        o1, o2 = hosts
+        for net in (NET, BRIDGE_NET):
+            o1.docker("run", "--rm", "--network", net, IMAGE, "true")  # warm-up
+        before1, before2 = metrics(o1), metrics(o2)
+        times: dict[str, list[float]] = {"overlay": [], "bridge": []}
+        for i in range(self.starts):
+            for kind, net in ((("overlay", NET), ("bridge", BRIDGE_NET)) if i % 2 == 0 else
+                              (("bridge", BRIDGE_NET), ("overlay", NET))):
+                t0 = time.perf_counter()
+                o1.docker("run", "--rm", "--network", net, IMAGE, "true")
+                times[kind].append(time.perf_counter() - t0)
+        after1, after2 = metrics(o1), metrics(o2)
+        txn = (counter(after1, "pynet_cluster_etcd_requests", 'call="txn",outcome="ok"')
+               - counter(before1, "pynet_cluster_etcd_requests", 'call="txn",outcome="ok"'))
+        b0 = histogram(before2, "pynet_cluster_publish_to_programmed_seconds")
+        b1 = histogram(after2, "pynet_cluster_publish_to_programmed_seconds")
+        programmed = {le: b1[le] - b0.get(le, 0.0) for le in b1}
+        self.results.update(start_times=times, txn_per_start=txn / self.starts, programmed=programmed)
+
+    def _pair(self, host, server_host, suffix: str) -> dict:
+        server, client = f"bench-ovl-srv-{suffix}", f"bench-ovl-cli-{suffix}"
+        server_host.docker("run", "-d", "--name", server, "--network", NET, IMAGE, "sleep", "1000")
+        host.docker("run", "-d", "--name", client, "--network", NET, IMAGE, "sleep", "1000")
+        return {"server_pid": server_host.docker("inspect", "-f", "{{.State.Pid}}", server),
+                "client_pid": host.docker("inspect", "-f", "{{.State.Pid}}", client),
+                "ip": server_host.container_ip(server, NET), "hosts": (server_host, host),
+                "names": (server, client)}
+
+    def _iperf(self, pair: dict) -> float:
+        server = subprocess.Popen(["nsenter", "-t", pair["server_pid"], "-n", "iperf3", "-s", "-1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(server)
+        try:
+            for _ in range(50):
+                proc = subprocess.run(["nsenter", "-t", pair["client_pid"], "-n", "iperf3", "-c", pair["ip"],
+                                       "-t", str(self.iperf_seconds), "-J"], capture_output=True, text=True,
+                                      timeout=self.iperf_seconds + 30)
+                if proc.returncode == 0:
+                    return json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+                time.sleep(0.1)
+            raise RuntimeError("iperf3 never connected")
+        finally:
+            if server.poll() is None:
+                server.kill()
+            server.wait()
+
+    def throughput(self, hosts) -> None:
+        o1, o2 = hosts
+        pairs = {"cross-host": self._pair(o1, o2, "x"), "same host": self._pair(o1, o1, "s")}
+        try:
+            gbps: dict[str, list[float]] = {k: [] for k in pairs}
+            for i in range(self.iperf_runs):
+                for kind in (list(pairs) if i % 2 == 0 else list(pairs)[::-1]):
+                    gbps[kind].append(self._iperf(pairs[kind]))
+        finally:
+            for pair in pairs.values():
+                for host, name in zip(pair["hosts"], pair["names"], strict=True):
+                    host.docker_proc("rm", "-f", name)
+        self.results["throughput_gbps"] = gbps
+
+
+def programmed_percentile(programmed: dict[float, float], q: float) -> float:
+    """The bucket bound under which q % of the publish-to-programmed times fall (an upper bound)."""
+    total = programmed.get(float("inf"), 0.0)
+    if not total:
+        return float("nan")
+    for le in sorted(programmed):
+        if programmed[le] >= total * q / 100:
+            return le
+    return float("inf")
+

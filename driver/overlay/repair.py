@@ -1,0 +1,84 @@
+"""The overlay's part of reconciliation and `pynet doctor`: each overlay
+network's VXLAN device, and each remote container's neighbour and
+forwarding entries against what the cluster says. The bridge mode checks
+the bridges, veths and rules of every network, overlay ones included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from .. import naming
+from ..findings import Decision, Finding
+from ..kernel import links, vxlan
+
+if TYPE_CHECKING:
+    from .mode import OverlayMode, OverlayNetwork
+
+
+@dataclass
+class OverlaySnapshot:
+    devices: dict[str, bool] = field(default_factory=dict)  # network ID -> its VXLAN device exists
+    wrong: dict[str, list[str]] = field(default_factory=dict)  # network ID -> peers missing or wrong
+    unexpected: dict[str, list[str]] = field(default_factory=dict)  # network ID -> entries nobody wants
+
+
+class OverlayReconciliation:
+    def __init__(self, mode: "OverlayMode") -> None:
+        self.mode = mode
+
+    def counts(self) -> tuple[int, int]:
+        return len(self.mode.networks), 0
+
+    def known_networks(self) -> set[str]:
+        return set(self.mode.networks)
+
+    async def observe(self, full: bool) -> OverlaySnapshot:
+        snap = OverlaySnapshot()
+        ipr = self.mode.bridge.ipr
+        for net in list(self.mode.networks.values()):
+            snap.devices[net.network_id] = links.link_index(ipr, net.device) is not None
+            if not snap.devices[net.network_id] or not self.mode.peers.synced.is_set():
+                continue  # without a snapshot of etcd, nothing says what the peers should be
+            neigh, fdb = await vxlan.peers(ipr, net.device)
+            want = self.mode.peers.wanted(net.name)
+            snap.wrong[net.network_id] = sorted(ip for ip, peer in want.items()
+                                                if neigh.get(ip) != peer.mac or fdb.get(peer.mac) != peer.vtep)
+            snap.unexpected[net.network_id] = sorted(ip for ip in neigh if ip not in want)
+        return snap
+
+    def decide(self, snapshot: Any, full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
+        out: list[Decision] = []
+        for nid, present in snapshot.devices.items():
+            net = self.mode.networks.get(nid)
+            if net is None:
+                continue
+            subject = f"network {naming.short(nid)} (cluster network {net.name})"
+            if not present:
+                out.append(Decision(Finding(
+                    "overlay devices recreated", subject, f"VXLAN device {net.device} is missing",
+                    "its containers reach nothing on other hosts", "recreate the device on the network's bridge"),
+                    partial(self._device, net)))
+                continue
+            wrong, unexpected = snapshot.wrong.get(nid, []), snapshot.unexpected.get(nid, [])
+            if wrong or unexpected:
+                problem = "; ".join(p for p in (
+                    f"{len(wrong)} remote containers without their entries ({', '.join(wrong[:5])})" if wrong else "",
+                    f"{len(unexpected)} entries no container explains ({', '.join(unexpected[:5])})"
+                    if unexpected else "") if p)
+                out.append(Decision(Finding(
+                    "overlay peers repaired", subject, problem,
+                    "containers here cannot reach those on other hosts, or reach stale addresses",
+                    "write the entries the cluster wants and drop the others"), self.mode.peers.verify))
+        return out
+
+    async def _device(self, net: "OverlayNetwork") -> None:
+        bridge = self.mode.bridge.networks.get(net.network_id)
+        await self.mode._ensure_device(net, (bridge.options.mtu if bridge else None) or self.mode.mtu)
+
+    def expected_rules(self) -> list:
+        return []
+
+    def held_subnets(self) -> list:
+        return []
