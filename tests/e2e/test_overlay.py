@@ -5,15 +5,19 @@ engine: the overlay adds nothing engine-specific."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster_rig import PREFIX, Underlay, clear_namespaces, docker_cluster
+from tests.support.cluster_rig import ETCD_IP, PREFIX, Underlay, clear_namespaces, docker_cluster
 from tests.support.harness import IMAGE, PLUGIN
 
 pytestmark = pytest.mark.e2e
@@ -23,20 +27,25 @@ HTTPD = ("httpd", "-f", "-p", "80", "-h", "/www")
 
 
 @pytest.fixture(scope="module")
-def cluster(engine):
+def underlay():
+    directory = Path(tempfile.mkdtemp(prefix="pynet-overlay-"))
+    made = Underlay(f"{PREFIX}{secrets.token_hex(2)}-", directory)
+    try:
+        yield made
+    finally:
+        made.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(engine, underlay):
     from tests.support.etcd import etcd_available
     if not etcd_available():
         pytest.fail("the overlay tests need etcd (apt-get install etcd-server)")
     clear_namespaces()
-    directory = Path(tempfile.mkdtemp(prefix="pynet-overlay-"))
-    underlay = Underlay(f"{PREFIX}{secrets.token_hex(2)}-", directory)
-    try:
-        underlay.start()
-        with docker_cluster(underlay, [engine.host_name(f"o{i}") for i in (1, 2, 3)], engine) as hosts:
-            yield hosts
-    finally:
-        underlay.close()
-        shutil.rmtree(directory, ignore_errors=True)
+    underlay.start()
+    with docker_cluster(underlay, [engine.host_name(f"o{i}") for i in (1, 2, 3)], engine) as hosts:
+        yield hosts
 
 
 def create(host, name: str, *extra: str) -> None:
@@ -95,3 +104,118 @@ def test_a_host_that_defines_the_network_differently_is_told_how(cluster):
     finally:
         cluster[0].docker_proc("network", "rm", "api")
         cluster[1].docker_proc("network", "rm", "api")
+
+
+def iperf_intervals(client_pid: str, server_ip: str, seconds: int) -> subprocess.Popen:
+    return subprocess.Popen(["nsenter", "-t", client_pid, "-n", "iperf3", "-c", server_ip, "-t", str(seconds),
+                             "-i", "1", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_etcd_killed_during_a_cross_host_stream(cluster, underlay):
+    """Running containers keep streaming; a new cluster container fails within 5 s with the
+    documented message; a bridge network still works; etcd back, a cluster container works
+    within 10 s."""
+    o1, o2 = cluster[0], cluster[1]
+    for host in (o1, o2):
+        create(host, "stream", "--subnet", "10.82.0.0/24")
+    names = [(o1, "s1"), (o2, "s2")]
+    server = None
+    try:
+        for host, name in names:
+            host.docker("run", "-d", "--name", name, "--network", "stream", IMAGE, "sleep", "1000")
+        server_pid = o2.docker("inspect", "-f", "{{.State.Pid}}", "s2")
+        client_pid = o1.docker("inspect", "-f", "{{.State.Pid}}", "s1")
+        server = subprocess.Popen(["nsenter", "-t", server_pid, "-n", "iperf3", "-s", "-1"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert until(lambda: subprocess.run(["nsenter", "-t", server_pid, "-n", "ss", "-ltn"], capture_output=True,
+                                            text=True).stdout.count(":5201") > 0, 5)
+        stream = iperf_intervals(client_pid, o2.container_ip("s2", "stream"), 8)
+        time.sleep(2)
+        underlay.stop_etcd()
+        t0 = time.monotonic()
+        error = o1.docker_fails("run", "--rm", "--network", "stream", IMAGE, "true")
+        print(f"a new cluster container failed after {time.monotonic() - t0:.2f} s: {error.strip()[-160:]}")
+        assert time.monotonic() - t0 < 5
+        assert "is unreachable" in error and "running containers are unaffected" in error
+        o1.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "--subnet", "10.83.0.0/24", "local")
+        o1.docker("run", "--rm", "--network", "local", IMAGE, "ping", "-c", "1", "-W", "2", "10.83.0.1")
+        out, err = stream.communicate(timeout=30)
+        intervals = [i["sum"]["bits_per_second"] for i in json.loads(out)["intervals"]]
+        print("iperf3 one-second intervals (Gbit/s):", [round(x / 1e9, 2) for x in intervals])
+        assert len(intervals) >= 7 and min(intervals) > 0, intervals
+    finally:
+        underlay.start_etcd()
+        if server is not None and server.poll() is None:
+            server.kill()
+    t0 = time.monotonic()
+    assert until(lambda: o1.docker_proc("run", "--rm", "--network", "stream", IMAGE, "true").returncode == 0, 10)
+    print(f"a new cluster container worked {time.monotonic() - t0:.1f} s after etcd came back")
+    for host, name in names:
+        host.docker_proc("rm", "-f", name)
+    o1.docker_proc("network", "rm", "local")
+    for host in (o1, o2):
+        host.docker_proc("network", "rm", "stream")
+
+
+def test_a_hundred_containers_on_each_of_two_hosts(cluster, underlay):
+    o1, o2 = cluster[0], cluster[1]
+    for host in (o1, o2):
+        create(host, "many", "--subnet", "10.84.0.0/22")
+    started = []
+    try:
+        for batch in range(10):
+            procs = []
+            for host in (o1, o2):
+                for i in range(10):
+                    name = f"m{batch}-{i}"
+                    procs.append((host, name, subprocess.Popen(host.docker_argv(
+                        "run", "-d", "--name", name, "--network", "many", IMAGE, "sleep", "1000"),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+            for host, name, proc in procs:
+                assert proc.wait(120) == 0, proc.stderr.read()
+                started.append((host, name))
+        ips = {(host.name, name): host.container_ip(name, "many") for host, name in started}
+        assert len(set(ips.values())) == 200
+        # The store holds exactly the running containers' addresses, each owned by its host.
+        claims = etcd_prefix(underlay, "/pynet/addresses/many/")
+        owned = {ip: json.loads(v)["host"] for ip, v in claims.items()}
+        assert owned == {ip: host for (host, _), ip in ips.items()}
+    finally:
+        for host in (o1, o2):
+            names = [n for h, n in started if h is host]
+            if names:
+                host.docker_proc("rm", "-f", *names, timeout=300)
+    assert until(lambda: not etcd_prefix(underlay, "/pynet/addresses/many/"), 10)
+    for host in (o1, o2):
+        host.docker_proc("network", "rm", "many")
+
+
+def etcd_prefix(underlay, prefix: str) -> dict[str, str]:
+    out = subprocess.run(["ip", "netns", "exec", underlay.etcd_ns, "etcdctl", "--endpoints", f"{ETCD_IP}:2379", "get",
+                          prefix, "--prefix", "-w", "json"], capture_output=True, text=True,
+                         env={**os.environ, "ETCDCTL_API": "3"}).stdout
+    kvs = json.loads(out).get("kvs", []) if out.strip() else []
+    return {base64.b64decode(kv["key"]).decode()[len(prefix):]: base64.b64decode(kv["value"]).decode() for kv in kvs}
+
+
+def test_dockerd_restarted_on_one_host_keeps_the_network(cluster, underlay):
+    o1, o2 = cluster[0], cluster[1]
+    for host in (o1, o2):
+        create(host, "durable", "--subnet", "10.85.0.0/24")
+    try:
+        o1.docker("run", "-d", "--name", "d1", "--network", "durable", IMAGE, "sleep", "1000")
+        o2.docker("run", "-d", "--restart=always", "--name", "d2", "--network", "durable", IMAGE, "sleep", "1000")
+        before = o2.container_ip("d2", "durable")
+        assert o1.docker_proc("exec", "d1", "ping", "-c", "1", "-W", "2", before).returncode == 0
+        o2.restart_dockerd()
+        assert until(lambda: o2.docker_proc("exec", "d2", "true").returncode == 0, 30)
+        after = o2.container_ip("d2", "durable")
+        assert until(lambda: o1.docker_proc("exec", "d1", "ping", "-c", "1", "-W", "1", after).returncode == 0, 15)
+        # No address is held twice: the store has one claim per running container.
+        claims = {ip: json.loads(v)["host"] for ip, v in etcd_prefix(underlay, "/pynet/addresses/durable/").items()}
+        assert sorted(claims) == sorted({o1.container_ip("d1", "durable"), after})
+    finally:
+        o1.docker_proc("rm", "-f", "d1")
+        o2.docker_proc("rm", "-f", "d2")
+        for host in (o1, o2):
+            host.docker_proc("network", "rm", "durable")
