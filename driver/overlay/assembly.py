@@ -15,6 +15,7 @@ from ..config import Config
 from ..db import Database
 from ..errors import InvalidRequest
 from ..kernel import links
+from ..kernel.sysctl import Sysctl
 from .addressing import overlay_mtu
 from .cluster_ipam import ClusterIpam
 from .etcd import ClusterUnavailable, Etcd, EtcdSettings
@@ -63,11 +64,32 @@ async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int]:
     raise InvalidRequest(f"--vtep {vtep}: no interface of this host has that address")
 
 
+# Every remote container is a permanent neighbour entry: permanent entries are never
+# collected but count against gc_thresh3 (1024 by default), past which new ones fail.
+NEIGHBOUR_LIMITS = {"gc_thresh1": 8192, "gc_thresh2": 49152, "gc_thresh3": 65536}
+
+
+async def raise_neighbour_limits(sysctl: Sysctl) -> None:
+    """Raise the neighbour tables' limits (never lower them); say so where pynet cannot."""
+    for family in ("ipv4", "ipv6"):
+        for name, wanted in NEIGHBOUR_LIMITS.items():
+            key = f"net/{family}/neigh/default/{name}"
+            current = await asyncio.to_thread(sysctl.read, key)
+            if current is None:
+                continue  # only the host's first namespace has them (pynet in another: the host's apply)
+            if current.isdigit() and int(current) >= wanted:
+                continue
+            problem = await sysctl.ensure(key, str(wanted))
+            if problem:
+                log.warning("cluster: %s: with many remote containers the neighbour table may overflow", problem)
+
+
 async def open_cluster(config: Config, db: Database, ipr, bridge: NetworkDriver) -> Cluster:
     etcd = Etcd(EtcdSettings(config.etcd_endpoints, config.etcd_ca or None, config.etcd_cert or None,
                              config.etcd_key or None))
     keys = Keys(config.etcd_prefix)
     vtep, underlay_mtu, version = await resolve_vtep(ipr, config.vtep)
+    await raise_neighbour_limits(bridge.sysctl)
     membership = Membership(etcd, keys, config.cluster_host, vtep, __version__, config.host_lease)
     ipam = ClusterIpam(etcd, keys, membership, db)
     await ipam.load()
