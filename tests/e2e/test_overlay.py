@@ -219,3 +219,21 @@ def test_dockerd_restarted_on_one_host_keeps_the_network(cluster, underlay):
         o2.docker_proc("rm", "-f", "d2")
         for host in (o1, o2):
             host.docker_proc("network", "rm", "durable")
+
+
+def test_a_dual_stack_cluster_network(cluster):
+    o1, o2 = cluster[0], cluster[1]
+    for host in (o1, o2):
+        create(host, "dual", "--ipv6", "--subnet", "10.86.0.0/24", "--subnet", "fd00:86::/64")
+    try:
+        o1.docker("run", "-d", "--name", "v1", "--network", "dual", IMAGE, "sleep", "1000")
+        o2.docker("run", "-d", "--name", "v2", "--network", "dual", IMAGE, "sleep", "1000")
+        v4, v6 = o2.container_ip("v2", "dual"), o2.container_ip("v2", "dual", v6=True)
+        assert v6.startswith("fd00:86::")
+        assert o1.docker_proc("exec", "v1", "ping", "-c", "1", "-W", "2", v4).returncode == 0
+        assert until(lambda: o1.docker_proc("exec", "v1", "ping", "-6", "-c", "1", "-W", "2", v6).returncode == 0, 10)
+    finally:
+        o1.docker_proc("rm", "-f", "v1")
+        o2.docker_proc("rm", "-f", "v2")
+        for host in (o1, o2):
+            host.docker_proc("network", "rm", "dual")
