@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import tempfile
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,7 @@ from driver.rules import ISOLATION_2
 from tests.support.harness import IMAGE, PLUGIN, DockerHost
 from tests.support.plugin_client import PluginClient
 
-from .util import LogReader, RECONCILE, call_latencies, cpu_seconds, python_pid, rss_mb
+from .util import LogReader, RECONCILE, call_latencies, cpu_seconds, iperf_gbps, python_pid, rss_mb
 
 PYNET_NET, BRIDGE_NET, SCALE_NET = "bench-pynet", "bench-bridge", "bench-scale"
 PYNET_SUBNET, SCALE_SUBNET = "10.231.0.0/16", "10.232.0.0/22"
@@ -309,27 +307,7 @@ class EngineBench:
     # --- 6. data plane ------------------------------------------------------------
 
     def _iperf_once(self, pair: dict, seconds: int) -> float:
-        server = subprocess.Popen(["nsenter", "-t", pair["server_pid"], "-n", "iperf3", "-s", "-1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(server)
-        try:
-            for _ in range(50):
-                proc = subprocess.run(["nsenter", "-t", pair["client_pid"], "-n", "iperf3", "-c", pair["ip"],
-                                       "-t", str(seconds), "-J"], capture_output=True, text=True,
-                                      timeout=seconds + 30)
-                out = json.loads(proc.stdout) if proc.stdout.strip() else {}
-                error = out.get("error", "") or (proc.stderr.strip() if proc.returncode else "")
-                received = out.get("end", {}).get("sum_received", {}).get("bits_per_second")
-                if not error and received is not None:
-                    return received / 1e9
-                if "refused" not in error:  # anything but "the server is not listening yet"
-                    raise RuntimeError(f"iperf3 failed ({proc.returncode}): {error or proc.stdout[-300:]}")
-                time.sleep(0.1)  # the server is not listening yet
-            raise RuntimeError("iperf3 server never listened")
-        finally:
-            if server.poll() is None:
-                server.kill()
-            server.wait()
+        return iperf_gbps(pair["server_pid"], pair["client_pid"], pair["ip"], seconds, self.procs)
 
     def throughput(self) -> None:
         pairs = {}

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -14,6 +13,8 @@ from typing import Callable
 
 from tests.support.cluster_rig import PREFIX, Underlay, docker_cluster, histogram, metrics_text
 from tests.support.harness import IMAGE, PLUGIN
+
+from .util import iperf_gbps
 
 NET, BRIDGE_NET = "bench-overlay", "bench-ovl-bridge"
 
@@ -91,22 +92,7 @@ class OverlayBench:
                 "names": (server, client)}
 
     def _iperf(self, pair: dict) -> float:
-        server = subprocess.Popen(["nsenter", "-t", pair["server_pid"], "-n", "iperf3", "-s", "-1"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(server)
-        try:
-            for _ in range(50):
-                proc = subprocess.run(["nsenter", "-t", pair["client_pid"], "-n", "iperf3", "-c", pair["ip"],
-                                       "-t", str(self.iperf_seconds), "-J"], capture_output=True, text=True,
-                                      timeout=self.iperf_seconds + 30)
-                if proc.returncode == 0:
-                    return json.loads(proc.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
-                time.sleep(0.1)
-            raise RuntimeError("iperf3 never connected")
-        finally:
-            if server.poll() is None:
-                server.kill()
-            server.wait()
+        return iperf_gbps(pair["server_pid"], pair["client_pid"], pair["ip"], self.iperf_seconds, self.procs)
 
     def throughput(self, hosts) -> None:
         o1, o2 = hosts

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import subprocess
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -90,3 +93,29 @@ def python_pid(pid: int) -> int:
         return pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return int(children[0]) if children else pid
+
+
+def iperf_gbps(server_pid: str, client_pid: str, ip: str, seconds: int, procs: list) -> float:
+    """One iperf3 TCP run from one container's namespace to another's (the host's iperf3
+    in them, through nsenter): Gbit/s received. The server is added to `procs`, so a
+    bench that fails midway can kill it."""
+    server = subprocess.Popen(["nsenter", "-t", server_pid, "-n", "iperf3", "-s", "-1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(server)
+    try:
+        for _ in range(50):
+            proc = subprocess.run(["nsenter", "-t", client_pid, "-n", "iperf3", "-c", ip, "-t", str(seconds), "-J"],
+                                  capture_output=True, text=True, timeout=seconds + 30)
+            out = json.loads(proc.stdout) if proc.stdout.strip() else {}
+            error = out.get("error", "") or (proc.stderr.strip() if proc.returncode else "")
+            received = out.get("end", {}).get("sum_received", {}).get("bits_per_second")
+            if not error and received is not None:
+                return received / 1e9
+            if "refused" not in error:  # anything but "the server is not listening yet"
+                raise RuntimeError(f"iperf3 failed ({proc.returncode}): {error or proc.stdout[-300:]}")
+            time.sleep(0.1)  # the server is not listening yet
+        raise RuntimeError("iperf3 server never listened")
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
