@@ -56,12 +56,17 @@ class Snapshot:
     sysctls_read_only: Optional[str] = None  # why pynet cannot set them, if it cannot
     alive: dict[str, bool] = field(default_factory=dict)  # SandboxKey -> namespace still mounted
     sandbox_paths: dict[str, str] = field(default_factory=dict)  # SandboxKey -> where pynet looks
+    known_after: set[str] = field(default_factory=set)  # network and endpoint IDs known once the dump was read
 
 
 async def observe(d: "NetworkDriver", full: bool) -> Snapshot:
     snap = Snapshot(networks=dict(d.networks), endpoints=dict(d.endpoints), in_flight=set(d.in_flight),
                     joined_at=dict(d.joined_at), loaded_at=d.loaded_at, now=time.time(),
                     links=await links.dump_links(d.ipr))
+    # Calls go on while the kernel is read: a network or endpoint made meanwhile has
+    # links in the dump that the copies above do not explain. What pynet knows now
+    # explains them.
+    snap.known_after = {*d.networks, *d.endpoints, *d.in_flight}
     snap.addresses = await links.dump_addresses(d.ipr)
 
     def read_settings() -> None:
@@ -254,13 +259,14 @@ def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> 
         alias = info.alias or ""
         if alias.startswith(naming.ALIAS_PREFIX + "network:"):
             owner = alias.split(":", 2)[2]
-            orphan = owner not in snap.networks and owner not in snap.in_flight
+            orphan = owner not in snap.networks and owner not in snap.in_flight and owner not in snap.known_after
         elif alias.startswith(naming.ALIAS_PREFIX + "endpoint:"):
             owner = alias.split(":", 2)[2]
-            orphan = owner not in snap.endpoints and owner not in snap.in_flight
+            orphan = owner not in snap.endpoints and owner not in snap.in_flight and owner not in snap.known_after
         elif not alias and naming.is_derived_name(name) and info.kind in ("bridge", "veth"):
             # Without a mark: a leftover of a crash between creating it and marking it.
-            orphan = name not in known_bridges and name not in known_veths and name[3:] not in in_flight
+            orphan = name not in known_bridges and name not in known_veths and name[3:] not in in_flight \
+                and not any(k.startswith(name[3:]) for k in snap.known_after)
         else:
             continue
         if not orphan:
@@ -272,11 +278,21 @@ def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> 
         out.append(Decision(Finding(f"orphan {kind}s deleted", f"{kind} {name}",
                                     "pynet made it, but no saved network or endpoint explains it",
                                     "a leftover of an interrupted call", "delete it"),
-                            partial(links.delete_owned_link, d.ipr, name, info.alias)))
+                            partial(delete_orphan_link, d, name, info.alias)))
     return out
 
 
 # --- the fixes (each under the network's lock; False: the object went meanwhile) ---
+
+
+async def delete_orphan_link(d: "NetworkDriver", name: str, alias: Optional[str]) -> bool:
+    """Delete a link judged an orphan, unless its owner became known since (a network
+    or endpoint created while the kernel was being read)."""
+    owner = (alias or "").split(":", 2)[2] if (alias or "").count(":") >= 2 else ""
+    known = {*d.networks, *d.endpoints, *d.in_flight}
+    if (owner and owner in known) or any(k.startswith(name[3:]) for k in known):
+        return False
+    return await links.delete_owned_link(d.ipr, name, alias)
 
 
 async def repair_network(d: "NetworkDriver", net: store.Network) -> bool:

@@ -275,7 +275,8 @@ def docker_cluster(underlay: Underlay, names: list[str], engine=None, flags: tup
     with contextlib.ExitStack() as stack:
         hosts = []
         for i, name in enumerate(names, 1):
-            host = stack.enter_context(docker_host(name, engine))
+            host = stack.enter_context(docker_host(name, engine,
+                                                   keep_logs=bool(os.environ.get("PYNET_E2E_KEEP_LOGS"))))
             vtep = f"{UNDERLAY}.{i}"
             underlay.attach(host.ns, f"{vtep}/24", f"d{i}")
             host.restart_pynet_with(*flags, *cluster_flags(name, vtep))
