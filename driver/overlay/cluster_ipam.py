@@ -35,7 +35,7 @@ from ..db import Database
 from . import store
 from .addressing import block_of, blocks, first_host
 from .etcd import ClusterUnavailable, Etcd
-from .keys import Keys
+from .keys import Keys, subnet_of_key
 from .membership import Membership
 from .reclaim import cooling, reclaimed
 
@@ -119,12 +119,12 @@ class ClusterIpam:
         return RequestPoolResponse(PoolID=pool.pool_id, Pool=str(subnet))
 
     async def _check_cluster_overlap(self, name: str, subnet: IPNetwork) -> None:
-        found, _ = await self.etcd.get_prefix(self.keys.pool("", "")[:-1])
+        found, _ = await self.etcd.get_prefix(self.keys.all("pools"))
         for key, _value in found:
             parts = self.keys.parts(key)  # ["pools", name, subnet]
             if len(parts) != 3 or parts[1] == name:
                 continue
-            other = ipaddress.ip_network(parts[2].replace("_", "/"))
+            other = ipaddress.ip_network(subnet_of_key(parts[2]))
             if other.version == subnet.version and other.overlaps(subnet):
                 raise InvalidRequest(f"cluster network {name}: subnet {subnet} overlaps cluster network"
                                      f" {parts[1]} ({other})")

@@ -35,11 +35,12 @@ class Keys:
     def _k(self, *parts: str) -> bytes:
         return "/".join((self.prefix.rstrip("/"), *parts)).encode()
 
+    def all(self, kind: str) -> bytes:
+        """The prefix of every key of one kind: all(\"blocks\") -> b"/pynet/blocks/"."""
+        return self._k(kind, "")
+
     def host(self, host: str) -> bytes:
         return self._k("hosts", host)
-
-    def hosts(self) -> bytes:
-        return self._k("hosts", "")
 
     def epoch(self, host: str) -> bytes:
         return self._k("epochs", host)
@@ -59,20 +60,11 @@ class Keys:
     def block(self, name: str, block: str) -> bytes:
         return self._k("blocks", name, subnet_key(block))
 
-    def blocks(self, name: str) -> bytes:
-        return self._k("blocks", name, "")
-
     def address(self, name: str, ip: str) -> bytes:
         return self._k("addresses", name, ip)
 
-    def addresses(self, name: str) -> bytes:
-        return self._k("addresses", name, "")
-
     def endpoint(self, name: str, endpoint_id: str) -> bytes:
         return self._k("endpoints", name, endpoint_id)
-
-    def endpoints(self) -> bytes:
-        return self._k("endpoints", "")
 
     def parts(self, key: bytes) -> list[str]:
         """The path below the prefix: b"/pynet/endpoints/web/ab12" -> ["endpoints", "web", "ab12"]."""

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Optional
 
-from ipam.addr import IPAddress, IPNetwork
+from ipam.addr import IPAddress, IPNetwork, parse_address
 
 from .. import naming
 from ..bridge import NetworkDriver
@@ -212,7 +212,7 @@ class OverlayMode:
         first = iface.Address or iface.AddressIPv6
         if not first:
             raise InvalidRequest(f"endpoint {eid}: cluster network {net.name} needs an address from pynet's IPAM")
-        mac = endpoint_mac(net.vni, _ip(first))
+        mac = endpoint_mac(net.vni, parse_address(first))
         reply = await self.bridge.create_endpoint(req.model_copy(update={
             "Interface": iface.model_copy(update={"MacAddress": mac})}))
         try:
@@ -294,11 +294,6 @@ class OverlayMode:
             if net.network_id in self.bridge.networks:
                 await self._ensure_device(net, self.bridge.networks[net.network_id].options.mtu or self.mtu)
         await self.peers.verify()
-
-
-def _ip(text: str) -> IPAddress:
-    import ipaddress
-    return ipaddress.ip_address(text.split("/")[0])
 
 
 async def keep_verifying(mode: OverlayMode, interval: float) -> None:

@@ -86,7 +86,7 @@ class Peers:
     # --- learning from etcd ----------------------------------------------------------
 
     async def snapshot(self) -> int:
-        found, revision = await self.etcd.get_prefix(self.keys.endpoints())
+        found, revision = await self.etcd.get_prefix(self.keys.all("endpoints"))
         self.records = {}
         for key, value in found:
             try:
@@ -121,7 +121,7 @@ class Peers:
         while True:
             try:
                 revision = await self.snapshot()
-                async for event in self.etcd.watch_prefix(self.keys.endpoints(), revision + 1):
+                async for event in self.etcd.watch_prefix(self.keys.all("endpoints"), revision + 1):
                     name, published = self._apply(event)
                     if name is not None and name in self.devices:
                         await self.sync(name)

@@ -57,9 +57,9 @@ class Reaper:
 
     async def hosts(self) -> tuple[set[str], dict[str, int]]:
         """(hosts alive, the epoch of every registered host not reclaimed already)."""
-        alive, _ = await self.etcd.get_prefix(self.keys.hosts())
-        epochs, _ = await self.etcd.get_prefix(self.keys.epoch(""))
-        lost, _ = await self.etcd.get_prefix(self.keys.lost(""))
+        alive, _ = await self.etcd.get_prefix(self.keys.all("hosts"))
+        epochs, _ = await self.etcd.get_prefix(self.keys.all("epochs"))
+        lost, _ = await self.etcd.get_prefix(self.keys.all("lost"))
         done = {(self.keys.parts(k)[1], int(v)) for k, v in lost}
         return ({self.keys.parts(k)[1] for k, _ in alive},
                 {host: epoch for host, epoch in ((self.keys.parts(k)[1], int(v)) for k, v in epochs)
@@ -92,9 +92,8 @@ class Reaper:
             return False
         counts: Counter = Counter()
         until = self.clock() + self.cooldown
-        for prefix, what in ((self.keys.endpoints(), "endpoints"), (self.keys.blocks(""), "blocks"),
-                             (self.keys.addresses(""), "addresses")):
-            found, _ = await self.etcd.get_prefix(prefix.rstrip(b"/") + b"/")
+        for what in ("endpoints", "blocks", "addresses"):
+            found, _ = await self.etcd.get_prefix(self.keys.all(what))
             for key, value in found:
                 try:
                     if json.loads(value).get("host") != host:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from ..kernel import vxlan
+from .keys import subnet_of_key
 
 if TYPE_CHECKING:
     from .assembly import Cluster
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
 
 async def cluster_view(cluster: "Cluster") -> dict:
     etcd, keys = cluster.etcd, cluster.membership.keys
-    alive = {keys.parts(k)[1]: json.loads(v) for k, v in (await etcd.get_prefix(keys.hosts()))[0]}
-    epochs = {keys.parts(k)[1]: int(v) for k, v in (await etcd.get_prefix(keys.epoch("")))[0]}
+    alive = {keys.parts(k)[1]: json.loads(v) for k, v in (await etcd.get_prefix(keys.all("hosts")))[0]}
+    epochs = {keys.parts(k)[1]: int(v) for k, v in (await etcd.get_prefix(keys.all("epochs")))[0]}
     now = time.time()
     hosts = []
     for name in sorted(set(alive) | set(epochs)):
@@ -29,12 +30,12 @@ async def cluster_view(cluster: "Cluster") -> dict:
                       "version": record.get("version"), "this": name == cluster.membership.host,
                       "away_seconds": round(now - away, 1) if away is not None and name not in alive else None})
     blocks: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for key, value in (await etcd.get_prefix(keys.blocks("").rstrip(b"/") + b"/"))[0]:
+    for key, value in (await etcd.get_prefix(keys.all("blocks")))[0]:
         parts = keys.parts(key)
-        blocks[parts[1]][json.loads(value).get("host", "?")].append(parts[2].replace("_", "/"))
+        blocks[parts[1]][json.loads(value).get("host", "?")].append(subnet_of_key(parts[2]))
     networks = []
     local = {n.name: n for n in cluster.mode.networks.values()}
-    for key, value in (await etcd.get_prefix(keys.network("")))[0]:
+    for key, value in (await etcd.get_prefix(keys.all("networks")))[0]:
         name, definition = keys.parts(key)[1], json.loads(value)
         entry = {"name": name, **definition, "blocks": {h: sorted(b) for h, b in blocks[name].items()},
                  "here": name in local}
@@ -49,10 +50,10 @@ async def cluster_view(cluster: "Cluster") -> dict:
 async def _peers(cluster: "Cluster", name: str, device: str) -> list[dict]:
     neigh, fdb = await vxlan.peers(cluster.peers.ipr, device)
     out = []
-    for ip, peer in sorted(cluster.peers.wanted(name).items()):
+    wanted = cluster.peers.wanted(name)
+    for ip, peer in sorted(wanted.items()):
         out.append({"ip": ip, "mac": peer.mac, "vtep": peer.vtep,
                     "in_kernel": neigh.get(ip) == peer.mac and fdb.get(peer.mac) == peer.vtep})
-    wanted = cluster.peers.wanted(name)
     out += [{"ip": ip, "mac": mac, "vtep": fdb.get(mac), "in_kernel": True, "unexpected": True}
             for ip, mac in sorted(neigh.items()) if ip not in wanted]
     return out
