@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-packages=(docker.io docker-compose busybox-static iptables iproute2 iputils-ping curl util-linux python3-venv iperf3 debootstrap etcd-server)
+packages=(docker.io docker-compose busybox-static iptables iproute2 iputils-ping curl util-linux procps python3 python3-venv git openssl iperf3 debootstrap etcd-server etcd-client)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
