@@ -29,7 +29,7 @@ _dump_locks: "weakref.WeakKeyDictionary[AsyncIPRoute, asyncio.Lock]" = weakref.W
 
 
 async def dump(ipr: AsyncIPRoute, what: str, **filters) -> list:
-    """Every message of a `link`, `addr` or `route` dump.
+    """Every message of a `link`, `addr`, `route`, `neigh` or `fdb` dump.
 
     The kernel runs one dump at a time on a netlink socket and answers a
     second with EBUSY; pynet's handlers, reconciliation and firewall check

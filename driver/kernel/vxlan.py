@@ -17,7 +17,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import Conflict, KernelError
-from .links import get_link, link_index
+from .links import dump, get_link, link_index
 
 VXLAN_PORT = 4789
 NUD_PERMANENT = 0x80
@@ -81,17 +81,20 @@ async def drop_peer(ipr: AsyncIPRoute, device: str, ip: str, mac: str) -> None:
 
 
 async def peers(ipr: AsyncIPRoute, device: str) -> tuple[dict[str, str], dict[str, str]]:
-    """What the kernel has on a VXLAN device: ({ip: mac} permanent neighbours, {mac: vtep})."""
+    """What the kernel has on a VXLAN device: ({ip: mac} permanent neighbours, {mac: vtep}).
+
+    Its dumps take their turn on the shared handle (`links.dump`): a second
+    dump while one runs is answered EBUSY."""
     index = link_index(ipr, device)
     if index is None:
         return {}, {}
     neigh: dict[str, str] = {}
     fdb: dict[str, str] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
-        async for msg in await ipr.neigh("dump", ifindex=index, family=family):
+        for msg in await dump(ipr, "neigh", ifindex=index, family=family):
             if msg["state"] & NUD_PERMANENT and msg.get("lladdr"):
                 neigh[msg.get("dst")] = msg.get("lladdr")
-    async for msg in await ipr.fdb("dump", ifindex=index):
+    for msg in await dump(ipr, "fdb", ifindex=index):
         if msg["ifindex"] == index and msg.get("dst") and msg.get("lladdr") != "00:00:00:00:00:00":
             fdb[msg.get("lladdr")] = msg.get("dst")
     return neigh, fdb

@@ -4,6 +4,7 @@ a bridge with the same gateway on each side, a VXLAN device on it, a
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import secrets
 
@@ -100,3 +101,22 @@ async def test_a_vxlan_device_of_somebody_else_is_refused(underlay):
             await vxlan.ensure_vxlan(handle, "pnvx", VNI, UNDERLAY["a"], index, "pynet:overlay:t")
     finally:
         handle.close()
+
+
+async def test_concurrent_peer_reads_on_one_handle_all_succeed(underlay):
+    """The kernel answers a second dump on a netlink socket with EBUSY while one
+    runs; the peer verification, reconciliation and handlers share a handle, so
+    neighbour and FDB dumps take their turn like link dumps do."""
+    a = await build_side(underlay, "a")
+    try:
+        wanted = {}
+        for i in range(40):
+            ip = ipaddress.ip_address("10.77.0.100") + i
+            wanted[str(ip)] = endpoint_mac(VNI, ip)
+            await vxlan.set_peer(a, "pnvx", str(ip), wanted[str(ip)], UNDERLAY["b"])
+        results = await asyncio.gather(*(vxlan.peers(a, "pnvx") for _ in range(25)),
+                                       *(kl.dump_links(a) for _ in range(5)), return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert all(r == (wanted, {mac: UNDERLAY["b"] for mac in wanted.values()}) for r in results[:25])
+    finally:
+        a.close()
