@@ -114,23 +114,37 @@ def test_reboot(host, scenario):
 
 
 def test_chaos_pynet_killed_during_churn(host, scenario):
-    """200+ container creations and removals on two networks while pynet is
-    SIGKILLed at random moments; then everything works, nothing is held twice,
-    and removing everything leaves nothing."""
+    """220 container creations and removals on two networks while pynet is
+    SIGKILLed at seeded points of the churn; then everything works, nothing is
+    held twice, and removing everything leaves nothing.
+
+    The kills follow the churn's progress, not the clock: kill i comes once
+    operation kill_at[i] has started, and no later operation starts before it,
+    so a fast and a slow machine see the same kills between the same operations."""
+    total = 220
     nets = [scenario.network("--subnet", "10.228.0.0/24"), scenario.network("--subnet", "10.229.0.0/24")]
     rng = random.Random(1234)
-    lock = threading.Lock()
+    kill_at = [30 * i + rng.randint(-8, 8) for i in range(1, 8)]  # 7 kills, the last before op 220
+    gate = threading.Condition()
     live: dict[str, str] = {}  # container -> network
-    stats = {"ops": 0, "failed": 0}
-    stop = threading.Event()
+    stats = {"ops": 0, "failed": 0, "limit": kill_at[0], "ended": 0}
 
     def worker(seed: int) -> None:
-        r = random.Random(seed)
-        while not stop.is_set():
-            with lock:
-                if stats["ops"] >= 220:
+        try:
+            churn(random.Random(seed))
+        finally:
+            with gate:
+                stats["ended"] += 1
+                gate.notify_all()
+
+    def churn(r: random.Random) -> None:
+        while True:
+            with gate:
+                gate.wait_for(lambda: stats["ops"] < stats["limit"] or stats["ops"] >= total)
+                if stats["ops"] >= total:
                     return
                 stats["ops"] += 1
+                gate.notify_all()
                 victim = r.choice(sorted(live)) if live and r.random() < 0.45 else None
                 if victim:
                     live.pop(victim)
@@ -138,31 +152,41 @@ def test_chaos_pynet_killed_during_churn(host, scenario):
                 proc = host.docker_proc("rm", "-f", victim)
             else:
                 name, net = scenario.name("chaos"), r.choice(nets)
-                with lock:
+                with gate:
                     scenario.containers.append(name)
                 proc = host.docker_proc("run", "-d", "--name", name, "--network", net, IMAGE, "sleep", "1000")
                 if proc.returncode == 0:
-                    with lock:
+                    with gate:
                         live[name] = net
                 else:
                     host.docker_proc("rm", "-f", name)
             if proc.returncode != 0:
-                with lock:
+                with gate:
                     stats["failed"] += 1
 
     kills = 0
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(worker, rng.random()) for _ in range(4)]
-        while not all(f.done() for f in futures):
-            time.sleep(rng.uniform(2.0, 6.0))
-            if any(not f.done() for f in futures):
+        try:
+            for i, at in enumerate(kill_at):
+                with gate:
+                    assert gate.wait_for(lambda at=at: stats["ops"] >= at or stats["ended"] > 0,
+                                         timeout=600), stats
+                assert stats["ops"] >= at, "a worker ended early"
+                time.sleep(rng.uniform(0.0, 0.5))  # somewhere inside the operations in flight
                 host.restart_pynet(signal.SIGKILL)
                 kills += 1
-        stop.set()
+                with gate:
+                    stats["limit"] = kill_at[i + 1] if i + 1 < len(kill_at) else total
+                    gate.notify_all()
+        finally:  # never leave a worker waiting at the gate
+            with gate:
+                stats["limit"] = total
+                gate.notify_all()
         for f in futures:
             f.result()
-    assert kills >= 5, kills
-    assert stats["ops"] >= 200 and stats["failed"] < stats["ops"] // 4, stats
+    assert kills == len(kill_at) == 7, kills
+    assert stats["ops"] == total and stats["failed"] < stats["ops"] // 4, stats
 
     # Every container Docker runs works, and no address is held twice.
     running_now = {c: n for c, n in live.items() if running(host, c)}
