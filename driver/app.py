@@ -1,4 +1,5 @@
-"""Assembles pynet: state database, IPAM, network driver, firewall, socket."""
+"""Assembles pynet: state database, IPAM, the registered network modes,
+firewall, socket. Names no mode: each registers itself (registry.py)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ import signal
 import socket
 import sys
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Sequence
+from typing import AsyncIterator
 
 from aiohttp import web
 from pyroute2 import AsyncIPRoute
 
 from ipam.store import sqlite as ipam_store
-from ipam.pools import DefaultPool, parse_default_pools
+from ipam.pools import parse_default_pools
 from ipam.contract import IpamApi
 from ipam.router import IpamRouter
 from ipam.service import IpamService
 
-from .bridge import store as driver_store
-from .overlay import store as overlay_store
+from . import registry
 from .config import IPTABLES, Config
 from .db import Database
 from .firewall import Firewall
@@ -35,22 +36,25 @@ from .kernel.netlink_thread import KernelThread
 from .kernel.sysctl import Sysctl
 from .debug import DebugApi, state_counts
 from .metrics import Metrics
-from .modes import Modes
-from .bridge import NetworkDriver
+from .modes import DEFAULT_MODE, Modes, NetworkMode
 from .periodic import every
 from .reconcile import Reconciler
 from .listener import PluginSocket
+from .registry import ModeHost, Running
 from .server import make_app
 
-if TYPE_CHECKING:
-    from .overlay.assembly import Cluster
-
-
-def is_cluster_pool(pool_id: str) -> bool:
-    from .overlay.cluster_ipam import is_cluster_pool as check
-    return check(pool_id)
-
 log = logging.getLogger("pynet")
+
+
+@dataclass
+class Core:
+    modes: Modes  # what Docker's calls go to
+    running: list[Running]  # the modes started here, in start order
+    ipam: IpamService
+    reconciler: Reconciler
+
+    def mode(self, name: str) -> NetworkMode:
+        return self.modes.modes[name]
 
 
 @dataclass
@@ -58,84 +62,80 @@ class Plugin:
     config: Config
     db: Database
     ipr: AsyncIPRoute | KernelThread
-    driver: NetworkDriver  # the bridge mode
-    modes: Modes  # what Docker's calls go to
-    ipam: IpamService
+    core: Core
     firewall: Firewall
-    reconciler: Reconciler
     debug: DebugApi
-    ipam_api: IpamApi  # what Docker's IPAM calls go to: the host's pools, and the cluster's if any
-    cluster: "Cluster | None" = None
+    ipam_api: IpamApi  # what Docker's IPAM calls go to: the host's pools, and those a mode hands out itself
+
+    @property
+    def modes(self) -> Modes:
+        return self.core.modes
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self.core.reconciler
 
 
 async def open_state(path: str) -> Database:
     """The state database, with every table pynet keeps there."""
     db = Database(path)
-    await db.open([driver_store.SCHEMA, driver_store.migrate, ipam_store.SCHEMA, overlay_store.SCHEMA])
+    await db.open([*registry.schemas(), ipam_store.SCHEMA])
     return db
 
 
-@dataclass
-class Core:
-    driver: NetworkDriver  # the bridge mode
-    modes: Modes  # what Docker's calls go to
-    ipam: IpamService
-    reconciler: Reconciler
-
-
-async def assemble(db: Database, ipr: AsyncIPRoute, firewall: Firewall, sysctl: Sysctl,
-                   defaults: list[DefaultPool], netns_dirs: Sequence[str], netns_mount: str = "",
-                   stale_after: float = 60.0) -> Core:
-    """The modes, the IPAM and reconciliation on given state and kernel handles,
-    loaded: the one wiring the service, the kernel tests and the unit fakes share."""
-    driver = NetworkDriver(db, ipr, firewall, netns_dirs, sysctl, netns_mount=netns_mount)
-    modes = Modes({"bridge": driver})  # a new mode: one more entry here
+async def assemble(config: Config, db: Database, ipr: AsyncIPRoute, firewall: Firewall, sysctl: Sysctl) -> Core:
+    """The modes this configuration turns on, the IPAM and reconciliation on given state
+    and kernel handles, loaded: the one wiring the service, the kernel tests and the unit
+    fakes share."""
+    defaults = parse_default_pools(config.default_pools)
+    host = ModeHost(config, db, ipr, firewall, sysctl)
+    off: dict[str, str] = {}
+    for spec in registry.specs():
+        settings = config.modes.get(spec.name)
+        if spec.settings is not None and settings is None:
+            off[spec.name] = spec.settings.needs
+        elif missing := [name for name in spec.builds_on if name not in host.started]:
+            off[spec.name] = f"the modes it builds on ({', '.join(missing)})"
+        else:
+            host.started[spec.name] = await spec.start(host, settings)
+    modes = Modes({name: running.mode for name, running in host.started.items()}, DEFAULT_MODE, off)
     ipam = IpamService(ipam_store.SqliteIpamStore(db), defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=modes.holder_of, network_using=modes.network_using,
                        on_release=modes.address_released)
-    await driver.load()
     await ipam.load()
     reconciler = Reconciler([mode.reconciliation() for mode in modes.modes.values()], firewall,
-                            ipam.unheld, ipam.release_in, min_age=stale_after)
-    return Core(driver, modes, ipam, reconciler)
+                            ipam.unheld, ipam.release_in, min_age=config.stale_after)
+    return Core(modes, list(host.started.values()), ipam, reconciler)
 
 
 async def build(config: Config, ipr: AsyncIPRoute | None = None,
                 iptables: Iptables | None = None) -> Plugin:
     """Open the state and load it; the kernel handles can be given (tests)."""
-    defaults = parse_default_pools(config.default_pools)  # refuse a bad setting before anything
+    parse_default_pools(config.default_pools)  # refuse a bad setting before anything
     db = await open_state(config.database)
     ipr = ipr or KernelThread()
     v4, v6 = IPTABLES[config.iptables]
     firewall = Firewall(iptables or Iptables(v4=v4, v6=v6))
-    core = await assemble(db, ipr, firewall, Sysctl(root=config.sysctl_root), defaults, config.netns_dirs,
-                          config.netns_mount, config.stale_after)
-    driver, modes, ipam, reconciler = core.driver, core.modes, core.ipam, core.reconciler
-    await firewall.probe(need_ipv6=any(n.ipv6 for n in driver.networks.values()))
-    reconciler.fresh_state = db.created
+    core = await assemble(config, db, ipr, firewall, Sysctl(root=config.sysctl_root))
+    await firewall.probe(need_ipv6=any(running.uses_ipv6() for running in core.running))
+    core.reconciler.fresh_state = db.created
     if db.created:
         log.warning("pynet: new state database %s: links and rules pynet made that it does not explain"
                     " are kept and reported, not deleted, until pynet restarts on this state", config.database)
-    metrics = Metrics(lambda: state_counts(driver, ipam))
-    debug = DebugApi(config, driver, ipam, reconciler, metrics, started=time.monotonic())
+    metrics = Metrics(lambda: state_counts(core.reconciler, core.ipam))
+    for running in core.running:
+        if running.metrics is not None:
+            running.metrics(metrics)
+    debug = DebugApi(config, db, ipr, core.modes, core.running, core.ipam, core.reconciler, metrics,
+                     started=time.monotonic())
     firewall.on_restored = metrics.firewall_restored.inc
-    reconciler.on_done = lambda done: _count_reconcile(metrics, done)
+    core.reconciler.on_done = lambda done: _count_reconcile(metrics, done)
     # Before the first call, what calls need (after a reboot nothing is there);
     # the rest as soon as pynet serves (see serve()).
-    await reconciler.run(full=False)
-    cluster = None
-    if config.clustered:
-        from .overlay.assembly import open_cluster
-        cluster = await open_cluster(config, db, ipr, driver)
-        # The overlay first: it holds its networks, which the bridge mode builds on.
-        modes = Modes({"overlay": cluster.mode, "bridge": driver}, default="bridge")
-        debug.cluster = cluster
-        reconciler.modes.append(cluster.mode.reconciliation())
-        metrics.add_cluster(cluster.membership.alive.is_set)
-        cluster.etcd.observer = metrics.observe_etcd
-        cluster.peers.on_programmed = metrics.programmed.observe
-    ipam_api = IpamRouter(ipam, cluster.ipam if cluster else None, is_cluster_pool)
-    return Plugin(config, db, ipr, driver, modes, ipam, firewall, reconciler, debug, ipam_api, cluster)
+    await core.reconciler.run(full=False)
+    own = [running.ipam for running in core.running if running.ipam is not None]
+    ipam_api = IpamRouter(core.ipam, *own[0]) if own else IpamRouter(core.ipam, None, lambda _: False)
+    return Plugin(config, db, ipr, core, firewall, debug, ipam_api)
 
 
 def _count_reconcile(metrics: Metrics, done) -> None:
@@ -189,10 +189,6 @@ async def serve(config: Config) -> None:
     # connection: it needs only a few seconds for one that outlived the drain.
     app = make_app(plugin.modes, plugin.ipam_api, plugin.debug)
     app.cleanup_ctx.append(lambda _app: background(plugin))
-    if plugin.cluster is not None:
-        from .overlay.assembly import cluster_tasks
-        cluster = plugin.cluster
-        app.cleanup_ctx.append(lambda _app: cluster_tasks(cluster))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()
     await listener.start(runner)
@@ -209,8 +205,9 @@ async def serve(config: Config) -> None:
 
 
 async def background(plugin: Plugin) -> AsyncIterator[None]:
-    """The rest of reconciliation once serving, then the periodic checks; stopped
-    with the server (aiohttp's cleanup context), after the last call is answered."""
+    """The rest of reconciliation once serving, the periodic checks, and each mode's
+    own work; stopped with the server (aiohttp's cleanup context), after the last
+    call is answered."""
     config = plugin.config
     tasks = [asyncio.create_task(every(0, plugin.reconciler.run, "reconcile", once=True))]
     if config.firewall_interval > 0:
@@ -218,10 +215,16 @@ async def background(plugin: Plugin) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(plugin.firewall.watch(config.firewall_interval, events)))
     if config.reconcile_interval > 0:
         tasks.append(asyncio.create_task(plugin.reconciler.watch(config.reconcile_interval)))
-    yield
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        async with AsyncExitStack() as modes_work:  # each mode's own work: stopped first, in reverse
+            for running in plugin.core.running:
+                if running.tasks is not None:
+                    await modes_work.enter_async_context(asynccontextmanager(running.tasks)())
+            yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def firewall_events(config: Config) -> FirewallEvents | None:

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any, Optional
 
-from . import __version__
+from . import __version__, registry
 from .config import add_serve_arguments, config_from_args
 
 
@@ -184,36 +184,13 @@ async def cmd_doctor(ctx: Context, args) -> int:
     return 1 if findings else 0
 
 
-async def cmd_cluster(ctx: Context, args) -> int:
-    if args.remove_host:
-        print((await ctx.pynet.post("/debug/cluster/remove-host", {"host": args.remove_host}))["done"])
-        return 0
-    data = await ctx.pynet.get("/debug/cluster")
-    if "Err" in data:
-        print(f"pynet: {data['Err']}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(data, indent=2))
-        return 0
-    print(f"host {data['host']} ({'registered' if data['registered'] else 'NOT registered'}), etcd {data['etcd']}")
-    print(table([[h["host"] + (" *" if h["this"] else ""), "yes" if h["alive"] else
-                  f"no ({h['away_seconds']} s)" if h["away_seconds"] is not None else "no",
-                  h["epoch"], h["vtep"] or "-", h["version"] or "-"] for h in data["hosts"]],
-                ["HOST", "ALIVE", "EPOCH", "VTEP", "VERSION"]))
-    for net in data["networks"]:
-        print(f"\nnetwork {net['name']}: VNI {net['vni']}, MTU {net['mtu']}, {', '.join(net['subnets'])}"
-              + (f", device {net['device']} here" if net["here"] else ", not on this host"))
-        for host, blocks in sorted(net["blocks"].items()):
-            print(f"  blocks of {host}: {', '.join(blocks)}")
-        if net.get("peers"):
-            print(table([["  " + p["ip"], p["mac"], p["vtep"] or "-",
-                          "unexpected" if p.get("unexpected") else ("ok" if p["in_kernel"] else "MISSING")]
-                         for p in net["peers"]], ["  PEER", "MAC", "VTEP", "KERNEL"]))
-    return 0
-
-
 COMMANDS = {"status": cmd_status, "networks": cmd_networks, "endpoints": cmd_endpoints,
-            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor, "cluster": cmd_cluster}
+            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor}
+
+
+def all_commands() -> dict:
+    """pynet's commands and those each mode adds."""
+    return {**COMMANDS, **{c.name: c.run for spec in registry.specs() for c in spec.commands}}
 
 
 async def run_command(args) -> int:
@@ -221,7 +198,7 @@ async def run_command(args) -> int:
     try:
         pynet = Pynet(find_socket(args.socket))
         view = await docker_view() if args.command in ("networks", "endpoints", "ports", "ipam", "doctor") else None
-        return await COMMANDS[args.command](Context(pynet, view), args)
+        return await all_commands()[args.command](Context(pynet, view), args)
     except ClientError as exc:
         print(f"pynet: {exc}", file=sys.stderr)
         return 2
@@ -238,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
              "endpoints": "endpoints (of one network)",
              "ports": "published ports (Docker cannot show them)",
              "ipam": "pools: used, free, and who holds each address",
-             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe",
-             "cluster": "the overlay's cluster: hosts, networks, blocks, and this host's peers"}
-    for name, text in helps.items():
+             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe"}
+    extra = {c.name: c for spec in registry.specs() for c in spec.commands}  # what the modes add
+    for name, text in [*helps.items(), *((c.name, c.help) for c in extra.values())]:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--socket", help="pynet's socket (default: found by itself)")
         sub.add_argument("--json", action="store_true", help="JSON for scripts")
@@ -248,16 +225,16 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("network", nargs="?", help="Docker name, ID or ID prefix")
         if name == "doctor":
             sub.add_argument("--repair", action="store_true", help="fix what is safe to fix")
-        if name == "cluster":
-            sub.add_argument("--remove-host", metavar="NAME", help="reclaim a host lost for good, now (never a"
-                                                                   " live one)")
+        if name in extra:
+            extra[name].add_arguments(sub)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         from .app import serve as run, setup_logging
-        config = config_from_args(args)
-        if config.clustered and not config.vtep:
-            parser.error("--etcd-endpoints needs --vtep (this host's underlay address or interface)")
+        try:
+            config = config_from_args(args)
+        except ValueError as exc:
+            parser.error(str(exc))
         setup_logging(config.log_level, config.log_format)
         asyncio.run(run(config))
         return 0

@@ -55,12 +55,19 @@ async def _request(socket_path: str, method: str, path: str, body: Any = None) -
         raise ClientError(f"cannot reach {socket_path}: {exc}") from None
 
 
+_RAISE = object()
+
+
 class Pynet:
     def __init__(self, socket_path: str) -> None:
         self.socket = socket_path
 
-    async def get(self, path: str) -> Any:
+    async def get(self, path: str, missing: Any = _RAISE) -> Any:
+        """The body of a GET (503 too: health says why); `missing` where the path is
+        unknown, if given (a mode that is off has no endpoints)."""
         status, body = await _request(self.socket, "GET", path)
+        if status == 404 and missing is not _RAISE:
+            return missing
         if status not in (200, 503):
             raise ClientError(f"GET {path}: HTTP {status}: {body}")
         return body

@@ -6,15 +6,14 @@ Environment variables are how a managed plugin is tuned (`docker plugin set`).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import os
-import re
-import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from ipam.pools import DEFAULT_POOLS_TEXT
 
+from . import registry
 from .kernel.netns import DEFAULT_NETNS_DIRS
 
 DEFAULT_SOCKET = "/run/docker/plugins/pynet.sock"
@@ -38,21 +37,9 @@ class Config:
     netns_mount: str = ""
     sysctl_root: str = "/proc/sys"
     iptables: str = "iptables"
-    # The overlay mode's cluster (none: single-host networks only, no etcd).
-    etcd_endpoints: tuple[str, ...] = ()
-    etcd_ca: str = ""
-    etcd_cert: str = ""
-    etcd_key: str = ""
-    etcd_prefix: str = "/pynet"
-    cluster_host: str = ""
-    vtep: str = ""
-    host_lease: float = 10.0
-    lost_host_grace: float = 7200.0
-    reclaim_cooldown: float = 600.0
-
-    @property
-    def clustered(self) -> bool:
-        return bool(self.etcd_endpoints)
+    # The settings of each registered mode that has some, by mode name; a mode with
+    # settings is off where they are missing or None.
+    modes: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def database(self) -> str:
@@ -86,97 +73,42 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=env("PYNET_LOG_LEVEL", "INFO"),
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
                         help="(PYNET_LOG_LEVEL; default %(default)s)")
-    parser.add_argument("--firewall-interval", type=_interval,
+    parser.add_argument("--firewall-interval", type=interval,
                         default=env("PYNET_FIREWALL_INTERVAL", "2"),
                         help="pynet puts back its firewall rules when the kernel reports a change"
                              " to the ruleset (iptables-nft); where it cannot (iptables-legacy), it"
                              " checks every this many seconds (PYNET_FIREWALL_INTERVAL; 0 turns both"
                              " off; default %(default)s)")
-    parser.add_argument("--reconcile-interval", type=_interval,
+    parser.add_argument("--reconcile-interval", type=interval,
                         default=env("PYNET_RECONCILE_INTERVAL", "30"),
                         help="seconds between reconciliations of state, kernel and firewall (also run"
                              " at start; PYNET_RECONCILE_INTERVAL; 0 turns the periodic one off;"
                              " default %(default)s)")
-    parser.add_argument("--stale-after", type=_interval, default=env("PYNET_STALE_AFTER", "60"),
+    parser.add_argument("--stale-after", type=interval, default=env("PYNET_STALE_AFTER", "60"),
                         help="age in seconds past which reconciliation may reclaim an address or an"
                              " unjoined endpoint that nothing explains: younger ones may belong to a"
                              " container Docker is starting (PYNET_STALE_AFTER; default %(default)s)")
     parser.add_argument("--log-format", default=env("PYNET_LOG_FORMAT", "text"), choices=["text", "json"],
                         help="(PYNET_LOG_FORMAT; default %(default)s)")
-    cluster = parser.add_argument_group("cluster (the overlay mode: networks across hosts; without"
-                                        " --etcd-endpoints pynet needs no other service)")
-    cluster.add_argument("--etcd-endpoints", default=env("PYNET_ETCD_ENDPOINTS", ""), type=_endpoints,
-                         help="comma-separated IP:port of the etcd cluster (PYNET_ETCD_ENDPOINTS)")
-    for name, what in (("ca", "CA certificate"), ("cert", "client certificate"), ("key", "client key")):
-        cluster.add_argument(f"--etcd-{name}", default=env(f"PYNET_ETCD_{name.upper()}", ""),
-                             type=_optional_file, help=f"PEM file of the {what} for etcd over TLS"
-                                                       f" (PYNET_ETCD_{name.upper()})")
-    cluster.add_argument("--etcd-prefix", default=env("PYNET_ETCD_PREFIX", "/pynet"), type=_prefix,
-                         help="key prefix of pynet's cluster state (PYNET_ETCD_PREFIX; default %(default)s)")
-    cluster.add_argument("--cluster-host", default=env("PYNET_CLUSTER_HOST", ""), type=_host_name,
-                         help="this host's name in the cluster, unique (PYNET_CLUSTER_HOST; default: the"
-                              " host name)")
-    cluster.add_argument("--host-lease", default=env("PYNET_HOST_LEASE", "10"), type=_positive,
-                         help="seconds without a keepalive after which this host counts as away"
-                              " (PYNET_HOST_LEASE; default %(default)s)")
-    cluster.add_argument("--lost-host-grace", default=env("PYNET_LOST_HOST_GRACE", "7200"), type=_interval,
-                         help="seconds a host may stay away before another reclaims its addresses"
-                              " (PYNET_LOST_HOST_GRACE; default %(default)s)")
-    cluster.add_argument("--reclaim-cooldown", default=env("PYNET_RECLAIM_COOLDOWN", "600"), type=_interval,
-                         help="seconds a reclaimed address waits before it is handed out again"
-                              " (PYNET_RECLAIM_COOLDOWN; default %(default)s)")
-    cluster.add_argument("--vtep", default=env("PYNET_VTEP", ""), type=_vtep,
-                         help="this host's underlay address for VXLAN, or the interface that has it"
-                              " (PYNET_VTEP; needed with --etcd-endpoints)")
+    for spec in registry.specs():
+        if spec.settings is not None:
+            spec.settings.add_arguments(parser)
 
 
-def _endpoints(text: str) -> tuple[str, ...]:
-    from .overlay.etcd import check_endpoint
-    try:
-        return tuple(check_endpoint(e.strip()) for e in text.split(",") if e.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _optional_file(text: str) -> str:
+def absolute_file(text: str) -> str:
     if text and not os.path.isabs(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an absolute path")
     return text
 
 
-def _prefix(text: str) -> str:
-    if not re.fullmatch(r"/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a key prefix like /pynet")
-    return text
-
-
-def _host_name(text: str) -> str:
-    if text and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a host name (letters, digits, '.', '_', '-')")
-    return text
-
-
-def _vtep(text: str) -> str:
-    if not text:
-        return ""
-    try:
-        ipaddress.ip_address(text)
-        return text
-    except ValueError:
-        pass
-    if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,15}", text):
-        raise argparse.ArgumentTypeError(f"{text!r} is neither an IP address nor an interface name")
-    return text
-
-
-def _positive(text: str) -> float:
+def at_least_one_second(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more seconds")
     return value
 
 
-def _interval(text: str) -> float:
+def interval(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:  # nan would make every age look old enough
         raise argparse.ArgumentTypeError("must be 0 (off) or more seconds")
@@ -194,6 +126,7 @@ def _optional_directory(text: str) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
+    """pynet's settings from its parsed flags; a ValueError says which are wrong together."""
     return Config(socket=args.socket, state_dir=args.state_dir, default_pools=args.default_pools,
                   netns_dirs=tuple(d for d in args.netns_dirs.split(",") if d),
                   log_level=args.log_level, log_format=args.log_format,
@@ -201,8 +134,5 @@ def config_from_args(args: argparse.Namespace) -> Config:
                   reconcile_interval=float(args.reconcile_interval),
                   stale_after=float(args.stale_after), netns_mount=args.netns_mount,
                   sysctl_root=args.sysctl_root, iptables=args.iptables,
-                  etcd_endpoints=args.etcd_endpoints, etcd_ca=args.etcd_ca, etcd_cert=args.etcd_cert,
-                  etcd_key=args.etcd_key, etcd_prefix=args.etcd_prefix,
-                  cluster_host=args.cluster_host or socket.gethostname(), vtep=args.vtep,
-                  host_lease=float(args.host_lease), lost_host_grace=float(args.lost_host_grace),
-                  reclaim_cooldown=float(args.reclaim_cooldown))
+                  modes={spec.name: spec.settings.from_args(args) for spec in registry.specs()
+                         if spec.settings is not None})

@@ -21,6 +21,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
 T = TypeVar("T")
+# A piece of the database's shape: an SQL script of CREATE ... IF NOT EXISTS, or a migration.
+Schema = str | Callable[[sqlite3.Connection], None]
 
 
 class Database:
@@ -32,7 +34,7 @@ class Database:
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], Future]] = []
         self._pending_lock = threading.Lock()
 
-    async def open(self, schemas: Iterable[str | Callable[[sqlite3.Connection], None]]) -> None:
+    async def open(self, schemas: Iterable[Schema]) -> None:
         """Create the tables (SQL scripts) and run migrations (callables), in order."""
         await self._call(self._open_sync, list(schemas))
 

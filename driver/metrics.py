@@ -12,7 +12,8 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class StateCollector:
-    """Gauges read from pynet's state at scrape time: never stale, no bookkeeping."""
+    """Gauges read from pynet's state at scrape time: never stale, no bookkeeping.
+    (Each mode adds its own: registry.Running.metrics.)"""
 
     def __init__(self, snapshot: Callable[[], dict]) -> None:
         self._snapshot = snapshot
@@ -21,7 +22,6 @@ class StateCollector:
         s = self._snapshot()
         yield GaugeMetricFamily("pynet_networks", "Networks pynet holds", value=s["networks"])
         yield GaugeMetricFamily("pynet_endpoints", "Endpoints pynet holds", value=s["endpoints"])
-        yield GaugeMetricFamily("pynet_published_ports", "Published host ports", value=s["ports"])
         used = GaugeMetricFamily("pynet_pool_used_addresses", "Addresses held in a pool", labels=["pool"])
         free = GaugeMetricFamily("pynet_pool_free_addresses", "Addresses free in a pool's range",
                                  labels=["pool"])
@@ -34,15 +34,6 @@ class StateCollector:
         yield used
         yield free
         yield ratio
-
-
-class _ClusterUp:
-    def __init__(self, alive: Callable[[], bool]) -> None:
-        self._alive = alive
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        yield GaugeMetricFamily("pynet_cluster_registered", "1 when this host is registered with etcd",
-                                value=1 if self._alive() else 0)
 
 
 class Metrics:
@@ -60,21 +51,6 @@ class Metrics:
                                          "Firewall rule changes needed to restore pynet's rules",
                                          registry=self.registry)
         self.registry.register(StateCollector(snapshot))
-
-    def add_cluster(self, alive: Callable[[], bool]) -> None:
-        """The overlay's metrics: etcd up, its call latency and count, publish-to-programmed."""
-        self.etcd_calls = Counter("pynet_cluster_etcd_requests", "Requests pynet made to etcd",
-                                  ["call", "outcome"], registry=self.registry)
-        self.etcd_latency = Histogram("pynet_cluster_etcd_request_duration_seconds", "Time of an etcd request",
-                                      ["call"], buckets=BUCKETS, registry=self.registry)
-        self.programmed = Histogram("pynet_cluster_publish_to_programmed_seconds",
-                                    "From a remote endpoint's publication in etcd to its entries in this"
-                                    " host's kernel", buckets=BUCKETS, registry=self.registry)
-        self.registry.register(_ClusterUp(alive))
-
-    def observe_etcd(self, call: str, seconds: float, ok: bool) -> None:
-        self.etcd_calls.labels(call, "ok" if ok else "unavailable").inc()
-        self.etcd_latency.labels(call).observe(seconds)
 
     def observe_call(self, method: str, seconds: float, failed: bool) -> None:
         self.calls.labels(method).inc()

@@ -7,8 +7,8 @@ mode it names, without that option; every later call about a network goes
 to the mode that holds it, and a call about a network no mode holds goes to
 the default mode (unknown IDs in deletes succeed there).
 
-A new mode is a package beside driver/bridge/ that implements NetworkMode,
-and one entry in the dict app.assemble() passes to Modes.
+A new mode is a package beside driver/bridge/ that implements NetworkMode
+and registers itself (driver/registry.py).
 """
 
 from __future__ import annotations
@@ -45,16 +45,26 @@ class NetworkMode(NetworkApi, Protocol):
 
     async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None: ...
 
+    def holders(self) -> dict[IPAddress, tuple[str, str]]:
+        """Every address its networks and endpoints hold: address -> (network ID, who)."""
+        ...
+
 
 class Modes:
-    def __init__(self, modes: dict[str, NetworkMode], default: str = DEFAULT_MODE) -> None:
+    def __init__(self, modes: dict[str, NetworkMode], default: str = DEFAULT_MODE,
+                 off: Optional[dict[str, str]] = None) -> None:
+        """`modes` in the order they started: a mode that builds on another starts after it,
+        and holds networks the one under it holds too, so it is asked first. `off`: the
+        modes registered but not running here, each with what turns it on."""
         if default not in modes:
             raise ValueError(f"default mode {default!r} is not among {sorted(modes)}")
         self.modes = modes
         self.default = default
+        self.off = off or {}
+        self._asked = list(reversed(modes.values()))
 
     def mode_of(self, network_id: str) -> NetworkMode:
-        for mode in self.modes.values():
+        for mode in self._asked:
             if mode.holds(network_id):
                 return mode
         return self.modes[self.default]
@@ -65,6 +75,9 @@ class Modes:
         if not isinstance(generic, dict) or MODE not in generic:
             return self.modes[self.default], req  # the mode checks the options, malformed ones too
         name = generic[MODE]
+        if isinstance(name, str) and name in self.off:
+            raise InvalidRequest(f"network {naming.short(req.NetworkID)}: -o {MODE}={name} needs {self.off[name]};"
+                                 " this pynet runs without them")
         if not isinstance(name, str) or name not in self.modes:
             raise InvalidRequest(f"network {naming.short(req.NetworkID)}: unknown -o {MODE}={name!r}"
                                  f" (pynet's modes: {', '.join(sorted(self.modes))})")
@@ -130,6 +143,9 @@ class Modes:
 
     def network_using(self, pool: IPNetwork) -> Optional[str]:
         return next((nid for mode in self.modes.values() if (nid := mode.network_using(pool))), None)
+
+    def holders(self) -> dict[IPAddress, tuple[str, str]]:
+        return {addr: who for mode in self.modes.values() for addr, who in mode.holders().items()}
 
     async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:
         for mode in self.modes.values():

@@ -11,7 +11,6 @@ from typing import AsyncIterator
 
 from .. import __version__
 from ..bridge import NetworkDriver
-from ..config import Config
 from ..db import Database
 from ..errors import InvalidRequest
 from ..kernel import links
@@ -24,6 +23,7 @@ from .membership import Membership
 from .mode import OverlayMode, keep_verifying
 from .peers import Peers
 from .reclaim import Reaper
+from .settings import ClusterSettings
 
 log = logging.getLogger("pynet.cluster")
 
@@ -84,7 +84,7 @@ async def raise_neighbour_limits(sysctl: Sysctl) -> None:
                 log.warning("cluster: %s: with many remote containers the neighbour table may overflow", problem)
 
 
-async def open_cluster(config: Config, db: Database, ipr, bridge: NetworkDriver) -> Cluster:
+async def open_cluster(config: ClusterSettings, db: Database, ipr, bridge: NetworkDriver) -> Cluster:
     etcd = Etcd(EtcdSettings(config.etcd_endpoints, config.etcd_ca or None, config.etcd_cert or None,
                              config.etcd_key or None))
     keys = Keys(config.etcd_prefix)

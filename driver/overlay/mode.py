@@ -288,6 +288,9 @@ class OverlayMode:
     async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:
         return None
 
+    def holders(self) -> dict[IPAddress, tuple[str, str]]:
+        return {}
+
     async def verify(self) -> None:
         """Every overlay network's VXLAN device present, and its peers as the cluster says."""
         for net in list(self.networks.values()):

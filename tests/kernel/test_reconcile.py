@@ -33,6 +33,7 @@ from pyroute2 import AsyncIPRoute
 
 from driver import naming, wire
 from driver.app import assemble, open_state
+from driver.config import Config
 from driver.bridge import repair as bridge_repair, store as driver_store
 from driver.db import Database
 from driver.firewall import Firewall
@@ -45,7 +46,6 @@ from driver.rules import (CHAINS, DNAT, FAMILIES, FORWARD, ISOLATION, POSTROUTIN
 from ipam import wire as ipam_wire
 from ipam.store import sqlite as ipam_store
 from ipam.addr import parse_address
-from ipam.pools import parse_default_pools
 from ipam.service import GATEWAY_TYPE, LOCAL_SPACE, IpamService
 
 from .conftest import run
@@ -153,9 +153,9 @@ async def pynet(ns, tmp_path, sandboxes):
     async def start(min_age: float = 60.0) -> Pynet:
         db = await open_state(path)
         ipr = AsyncIPRoute(netns=ns.name, flags=0)
-        core = await assemble(db, ipr, Firewall(Iptables(prefix=prefix)), Sysctl(prefix=prefix),
-                              parse_default_pools(DEFAULT_POOLS), (sandboxes.dir,), stale_after=min_age)
-        p = Pynet(db, ipr, core.driver, core.ipam, core.reconciler)
+        config = Config(default_pools=DEFAULT_POOLS, netns_dirs=(sandboxes.dir,), stale_after=min_age)
+        core = await assemble(config, db, ipr, Firewall(Iptables(prefix=prefix)), Sysctl(prefix=prefix))
+        p = Pynet(db, ipr, core.mode("bridge"), core.ipam, core.reconciler)
         started.append(p)
         return p
 

@@ -21,12 +21,12 @@ from driver.db import Database
 from driver.errors import Conflict, InvalidRequest
 from driver.bridge import NetworkDriver
 from driver.app import assemble, open_state
+from driver.config import Config
 from driver.modes import Modes
 from driver.kernel.netns import DEFAULT_NETNS_DIRS
 from driver.kernel.link_reader import Link
 from driver.server import make_app
 from ipam.addr import make_address
-from ipam.pools import parse_default_pools
 from ipam.service import IpamService
 
 
@@ -417,6 +417,6 @@ async def build_harness(tmp_path, monkeypatch, ipr: Optional[FakeIPRoute] = None
     monkeypatch.setattr(kernel_ports, "reserve", ports.reserve)
     monkeypatch.setattr(kernel_ports, "port_of", ports.port_of)
     # Small automatic pools keep the state (and its snapshots) small.
-    core = await assemble(db, ipr, firewall, sysctl, parse_default_pools("10.200.0.0/26/28,fd70:796e:6574::/122/124"),
-                          DEFAULT_NETNS_DIRS)
-    return Harness(path, db, core.driver, core.ipam, ipr, firewall, sysctl, ports, core.modes)
+    config = Config(default_pools="10.200.0.0/26/28,fd70:796e:6574::/122/124", netns_dirs=DEFAULT_NETNS_DIRS)
+    core = await assemble(config, db, ipr, firewall, sysctl)
+    return Harness(path, db, core.mode("bridge"), core.ipam, ipr, firewall, sysctl, ports, core.modes)

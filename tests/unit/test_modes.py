@@ -34,6 +34,9 @@ class FakeMode(FakeDriver):
     async def address_released(self, pool, addr):
         return None
 
+    def holders(self):
+        return {}
+
 
 def create(nid: str, **generic) -> wire.CreateNetworkRequest:
     return wire.CreateNetworkRequest(NetworkID=nid, Options={GENERIC: generic, "com.docker.network.enable_ipv6": False})

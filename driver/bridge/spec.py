@@ -1,0 +1,23 @@
+"""The bridge mode's entry in the registry: always on, no settings of its own."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from ..registry import ModeHost, ModeSpec, Running
+from . import store
+from .driver import NetworkDriver
+from .views import add_metrics, describe
+
+
+async def start(host: ModeHost, _settings: None) -> Running:
+    config = host.config
+    driver = NetworkDriver(host.db, host.ipr, host.firewall, config.netns_dirs, host.sysctl,
+                           netns_mount=config.netns_mount)
+    await driver.load()
+    return Running(driver, describe=partial(describe, driver), metrics=partial(add_metrics, driver),
+                   uses_ipv6=lambda: any(n.ipv6 for n in driver.networks.values()))
+
+
+SPEC = ModeSpec("bridge", "a Linux bridge per network on this host", start,
+                schema=(store.SCHEMA, store.migrate))

@@ -1,0 +1,45 @@
+"""`pynet cluster`: the overlay's cluster as this host's pynet sees it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..cli import table
+from .settings import NEEDS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--remove-host", metavar="NAME", help="reclaim a host lost for good, now (never a live one)")
+
+
+async def cmd_cluster(ctx, args) -> int:
+    if args.remove_host:
+        print((await ctx.pynet.post("/debug/cluster/remove-host", {"host": args.remove_host}))["done"])
+        return 0
+    data = await ctx.pynet.get("/debug/cluster", missing=None)
+    if data is None:
+        print(f"pynet: this pynet runs without {NEEDS}", file=sys.stderr)
+        return 2
+    if "Err" in data:
+        print(f"pynet: {data['Err']}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(f"host {data['host']} ({'registered' if data['registered'] else 'NOT registered'}), etcd {data['etcd']}")
+    print(table([[h["host"] + (" *" if h["this"] else ""), "yes" if h["alive"] else
+                  f"no ({h['away_seconds']} s)" if h["away_seconds"] is not None else "no",
+                  h["epoch"], h["vtep"] or "-", h["version"] or "-"] for h in data["hosts"]],
+                ["HOST", "ALIVE", "EPOCH", "VTEP", "VERSION"]))
+    for net in data["networks"]:
+        print(f"\nnetwork {net['name']}: VNI {net['vni']}, MTU {net['mtu']}, {', '.join(net['subnets'])}"
+              + (f", device {net['device']} here" if net["here"] else ", not on this host"))
+        for host, blocks in sorted(net["blocks"].items()):
+            print(f"  blocks of {host}: {', '.join(blocks)}")
+        if net.get("peers"):
+            print(table([["  " + p["ip"], p["mac"], p["vtep"] or "-",
+                          "unexpected" if p.get("unexpected") else ("ok" if p["in_kernel"] else "MISSING")]
+                         for p in net["peers"]], ["  PEER", "MAC", "VTEP", "KERNEL"]))
+    return 0

@@ -1,0 +1,123 @@
+"""Network modes register themselves; the rest of pynet asks the registry.
+
+A mode is a package beside driver/bridge/ whose __init__ calls
+`register(ModeSpec(...))`: its name (the value of `-o pynet.mode`), its
+settings, its tables in the state database, how it starts on this host,
+and what it adds while it runs (background tasks, health, debug endpoints,
+metrics, `pynet` commands). app, config, debug, metrics and cli iterate over
+the registered specs and name no mode. Adding a mode: a new package, and
+one line in MODE_PACKAGES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from ipam.contract import IpamApi
+
+    from .config import Config
+    from .db import Database, Schema
+    from .firewall import Firewall
+    from .kernel.sysctl import Sysctl
+    from .metrics import Metrics
+    from .modes import NetworkMode
+
+# The packages that register a mode, in the order their modes start.
+MODE_PACKAGES = ("driver.bridge", "driver.overlay")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A mode's own `pynet serve` flags (each with its PYNET_* variable)."""
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    # The mode's settings from parsed flags, or None when they leave it off.
+    # A ValueError says what is wrong with them.
+    from_args: Callable[[argparse.Namespace], Any]
+    needs: str  # what turns the mode on, for the refusal of a network asking for it
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `pynet` command a mode adds (it talks to pynet through its socket)."""
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Any, argparse.Namespace], Awaitable[int]]  # (cli.Context, args) -> exit status
+
+
+@dataclass
+class ModeHost:
+    """What a mode starts on: this host's settings, state and kernel handles."""
+    config: "Config"
+    db: "Database"
+    ipr: Any
+    firewall: "Firewall"
+    sysctl: "Sysctl"
+    started: dict[str, "Running"] = field(default_factory=dict)  # modes started before this one
+
+
+@dataclass
+class Running:
+    """A started mode: what Docker's calls go to, and what it adds to pynet."""
+    mode: "NetworkMode"
+    # Work while pynet serves; started after the first answer, stopped after the last.
+    tasks: Optional[Callable[[], AsyncIterator[None]]] = None
+    health: Optional[Callable[[], Awaitable[tuple[str, str]]]] = None  # (check name, "ok ..." or why not)
+    describe: Optional[Callable[[], Awaitable[dict[str, list]]]] = None  # its part of /debug/state
+    routes: Optional[Callable[["web.Application"], None]] = None  # its /debug endpoints
+    metrics: Optional[Callable[["Metrics"], None]] = None  # adds its metrics to pynet's registry
+    uses_ipv6: Callable[[], bool] = lambda: False  # whether its saved networks need ip6tables
+    # Pools this mode hands out addresses from itself: (its IPAM, which pool IDs are its own).
+    ipam: Optional[tuple["IpamApi", Callable[[str], bool]]] = None
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    name: str  # the value of -o pynet.mode
+    summary: str  # one line: what a network of this mode is
+    start: Callable[[ModeHost, Any], Awaitable[Running]]  # (host, its settings) -> the running mode
+    builds_on: tuple[str, ...] = ()  # modes it needs started first; its networks are asked about first
+    schema: tuple["Schema", ...] = ()  # its tables in the state database
+    settings: Optional[Settings] = None  # none: always on, with no flags of its own
+    commands: tuple[Command, ...] = ()
+
+
+_specs: dict[str, ModeSpec] = {}
+
+
+def register(spec: ModeSpec) -> None:
+    if spec.name in _specs and _specs[spec.name] is not spec:
+        raise ValueError(f"mode {spec.name!r} is registered twice")
+    _specs[spec.name] = spec
+
+
+def specs() -> list[ModeSpec]:
+    """Every registered mode, each after the modes it builds on."""
+    for package in MODE_PACKAGES:
+        importlib.import_module(package)
+    ordered: list[ModeSpec] = []
+
+    def visit(spec: ModeSpec, path: tuple[str, ...]) -> None:
+        if spec in ordered:
+            return
+        if spec.name in path:
+            raise ValueError(f"modes build on each other in a circle: {' -> '.join((*path, spec.name))}")
+        for name in spec.builds_on:
+            if name not in _specs:
+                raise ValueError(f"mode {spec.name!r} builds on {name!r}, which is not registered")
+            visit(_specs[name], (*path, spec.name))
+        ordered.append(spec)
+
+    for spec in list(_specs.values()):
+        visit(spec, ())
+    return ordered
+
+
+def schemas() -> list["Schema"]:
+    return [piece for spec in specs() for piece in spec.schema]
