@@ -2,9 +2,9 @@
 gateway addresses, NAT and isolation rules (the default `pynet.mode`)."""
 
 from ..registry import register
-from .driver import NetworkDriver
+from .mode import BridgeMode
 from .spec import SPEC
 
 register(SPEC)
 
-__all__ = ["NetworkDriver"]
+__all__ = ["BridgeMode"]

@@ -31,7 +31,7 @@ from . import store
 from .setup import wanted_sysctls
 
 if TYPE_CHECKING:
-    from .driver import NetworkDriver
+    from .mode import BridgeMode
 
 log = logging.getLogger("pynet.driver")
 
@@ -59,7 +59,7 @@ class Snapshot:
     known_after: set[str] = field(default_factory=set)  # network and endpoint IDs known once the dump was read
 
 
-async def observe(d: "NetworkDriver", full: bool) -> Snapshot:
+async def observe(d: "BridgeMode", full: bool) -> Snapshot:
     snap = Snapshot(networks=dict(d.networks), endpoints=dict(d.endpoints), in_flight=set(d.in_flight),
                     joined_at=dict(d.joined_at), loaded_at=d.loaded_at, now=time.time(),
                     links=await links.dump_links(d.ipr))
@@ -94,7 +94,7 @@ Fix = Optional[Callable[[], Awaitable[object]]]
 class BridgeReconciliation:
     """The bridge mode as reconcile.Reconciler asks for it (ReconciledMode)."""
 
-    def __init__(self, d: "NetworkDriver") -> None:
+    def __init__(self, d: "BridgeMode") -> None:
         self.d = d
 
     def counts(self) -> tuple[int, int]:
@@ -132,7 +132,7 @@ class BridgeReconciliation:
         return out
 
 
-def decide(snap: Snapshot, d: "NetworkDriver", full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
+def decide(snap: Snapshot, d: "BridgeMode", full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
     """What is out of line, in the order to put it right; `d` only names the fixes."""
     decisions = _networks(snap, d)
     if full:
@@ -141,7 +141,7 @@ def decide(snap: Snapshot, d: "NetworkDriver", full: bool, min_age: float, spare
     return decisions
 
 
-def _networks(snap: Snapshot, d: "NetworkDriver") -> list[Decision]:
+def _networks(snap: Snapshot, d: "BridgeMode") -> list[Decision]:
     out = []
     for net in snap.networks.values():
         subject = f"network {naming.short(net.network_id)}"
@@ -176,7 +176,7 @@ def _networks(snap: Snapshot, d: "NetworkDriver") -> list[Decision]:
     return out
 
 
-def _endpoints(snap: Snapshot, d: "NetworkDriver", min_age: float) -> list[Decision]:
+def _endpoints(snap: Snapshot, d: "BridgeMode", min_age: float) -> list[Decision]:
     out: list[Decision] = []
     visible = _sandboxes_visible(snap, out)
     for ep in snap.endpoints.values():
@@ -250,7 +250,7 @@ def _sandboxes_visible(snap: Snapshot, out: list[Decision]) -> bool:
     return True
 
 
-def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> list[Decision]:
+def _orphan_links(snap: Snapshot, d: "BridgeMode", spare_leftovers: bool) -> list[Decision]:
     known_bridges = {n.bridge for n in snap.networks.values()}
     known_veths = {name for e in snap.endpoints.values() for name in (e.host_if, e.peer_if)}
     in_flight = {naming.short(i) for i in snap.in_flight}
@@ -285,7 +285,7 @@ def _orphan_links(snap: Snapshot, d: "NetworkDriver", spare_leftovers: bool) -> 
 # --- the fixes (each under the network's lock; False: the object went meanwhile) ---
 
 
-async def delete_orphan_link(d: "NetworkDriver", name: str, alias: Optional[str]) -> bool:
+async def delete_orphan_link(d: "BridgeMode", name: str, alias: Optional[str]) -> bool:
     """Delete a link judged an orphan, unless its owner became known since (a network
     or endpoint created while the kernel was being read)."""
     owner = (alias or "").split(":", 2)[2] if (alias or "").count(":") >= 2 else ""
@@ -295,7 +295,7 @@ async def delete_orphan_link(d: "NetworkDriver", name: str, alias: Optional[str]
     return await links.delete_owned_link(d.ipr, name, alias)
 
 
-async def repair_network(d: "NetworkDriver", net: store.Network) -> bool:
+async def repair_network(d: "BridgeMode", net: store.Network) -> bool:
     """Put back a saved network's bridge, addresses and settings (not its
     rules: the firewall check does those for all networks at once)."""
     async with d.lock(net.network_id):
@@ -305,7 +305,7 @@ async def repair_network(d: "NetworkDriver", net: store.Network) -> bool:
         return True
 
 
-async def repair_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
+async def repair_endpoint(d: "BridgeMode", ep: store.Endpoint) -> bool:
     """Put a saved endpoint's host veth back on its bridge, up."""
     async with d.lock(ep.network_id):
         net = d.networks.get(ep.network_id)
@@ -315,7 +315,7 @@ async def repair_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
         return True
 
 
-async def rebuild_endpoint(d: "NetworkDriver", ep: store.Endpoint) -> bool:
+async def rebuild_endpoint(d: "BridgeMode", ep: store.Endpoint) -> bool:
     """Give a running container back the interface it lost when its veth
     was deleted: a new pair, moved into its namespace, with the endpoint's
     MAC, addresses and (where it has none) default routes."""

@@ -6,13 +6,13 @@ from functools import partial
 
 from ..registry import ModeHost, ModeSpec, Running
 from . import store
-from .driver import NetworkDriver
+from .mode import BridgeMode
 from .views import add_metrics, describe
 
 
 async def start(host: ModeHost, _settings: None) -> Running:
     config = host.config
-    driver = NetworkDriver(host.db, host.ipr, host.firewall, config.netns_dirs, host.sysctl,
+    driver = BridgeMode(host.db, host.ipr, host.firewall, config.netns_dirs, host.sysctl,
                            netns_mount=config.netns_mount)
     await driver.load()
     return Running(driver, describe=partial(describe, driver), metrics=partial(add_metrics, driver),

@@ -8,10 +8,10 @@ from typing import Iterable
 from prometheus_client.core import GaugeMetricFamily
 
 from ..metrics import Metrics
-from .driver import NetworkDriver
+from .mode import BridgeMode
 
 
-async def describe(driver: NetworkDriver) -> dict[str, list]:
+async def describe(driver: BridgeMode) -> dict[str, list]:
     networks = [{
         "id": n.network_id, "bridge": n.bridge,
         "subnets": [s.to_json() for s in n.subnets],
@@ -31,7 +31,7 @@ async def describe(driver: NetworkDriver) -> dict[str, list]:
 class _PublishedPorts:
     """Read from the state at scrape time: never stale, no bookkeeping."""
 
-    def __init__(self, driver: NetworkDriver) -> None:
+    def __init__(self, driver: BridgeMode) -> None:
         self.driver = driver
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -39,5 +39,5 @@ class _PublishedPorts:
                                 value=sum(len(e.bindings) for e in self.driver.endpoints.values()))
 
 
-def add_metrics(driver: NetworkDriver, metrics: Metrics) -> None:
+def add_metrics(driver: BridgeMode, metrics: Metrics) -> None:
     metrics.registry.register(_PublishedPorts(driver))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from .. import __version__
-from ..bridge import NetworkDriver
+from ..bridge import BridgeMode
 from ..db import Database
 from ..errors import InvalidRequest
 from ..kernel import links
@@ -84,7 +84,7 @@ async def raise_neighbour_limits(sysctl: Sysctl) -> None:
                 log.warning("cluster: %s: with many remote containers the neighbour table may overflow", problem)
 
 
-async def open_cluster(config: ClusterSettings, db: Database, ipr, bridge: NetworkDriver) -> Cluster:
+async def open_cluster(config: ClusterSettings, db: Database, ipr, bridge: BridgeMode) -> Cluster:
     etcd = Etcd(EtcdSettings(config.etcd_endpoints, config.etcd_ca or None, config.etcd_cert or None,
                              config.etcd_key or None))
     keys = Keys(config.etcd_prefix)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ipam.addr import IPAddress, IPNetwork, parse_address
 
 from .. import naming
-from ..bridge import NetworkDriver
+from ..bridge import BridgeMode
 from ..bridge.options import MTU
 from ..errors import Conflict, InvalidRequest
 from ..kernel import links, vxlan
@@ -78,7 +78,7 @@ def differences(ours: dict, theirs: dict) -> str:
 
 
 class OverlayMode:
-    def __init__(self, bridge: NetworkDriver, etcd: Etcd, keys: Keys, membership: Membership, peers: Peers,
+    def __init__(self, bridge: BridgeMode, etcd: Etcd, keys: Keys, membership: Membership, peers: Peers,
                  vtep: str, mtu: int) -> None:
         self.bridge, self.etcd, self.keys, self.membership, self.peers = bridge, etcd, keys, membership, peers
         self.vtep, self.mtu = vtep, mtu

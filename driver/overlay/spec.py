@@ -26,9 +26,9 @@ async def start(host: ModeHost, config: ClusterSettings) -> Running:
     # The etcd client is a heavy import: only where the cluster is on.
     from .assembly import cluster_tasks, open_cluster
     from .cluster_ipam import is_cluster_pool
-    from ..bridge import NetworkDriver
+    from ..bridge import BridgeMode
     bridge = host.started["bridge"].mode
-    assert isinstance(bridge, NetworkDriver)  # what builds_on=("bridge",) started
+    assert isinstance(bridge, BridgeMode)  # what builds_on=("bridge",) started
     cluster = await open_cluster(config, host.db, host.ipr, bridge)
     return Running(cluster.mode, tasks=partial(cluster_tasks, cluster), health=partial(health, cluster),
                    routes=partial(add_routes, cluster), metrics=partial(add_metrics, cluster),

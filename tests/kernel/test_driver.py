@@ -1,4 +1,4 @@
-"""A whole NetworkDriver inside a throwaway namespace: kernel links, iptables, state."""
+"""A whole BridgeMode inside a throwaway namespace: kernel links, iptables, state."""
 
 import asyncio
 
@@ -13,7 +13,7 @@ from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
 from driver.bridge.rules import NetworkPolicy, network_rules
 from driver.rules import FORWARD as FORWARD_CHAIN, ISOLATION
-from driver.bridge import NetworkDriver
+from driver.bridge import BridgeMode
 
 pytestmark = pytest.mark.kernel
 
@@ -77,7 +77,7 @@ async def driver(ns, ipr, db_path):
     await firewall.ensure()
     db = Database(db_path)
     await db.open([store.SCHEMA])
-    drv = NetworkDriver(db, ipr, firewall, netns_dirs=("/var/run/docker/netns",), sysctl=sysctl_for(ns))
+    drv = BridgeMode(db, ipr, firewall, netns_dirs=("/var/run/docker/netns",), sysctl=sysctl_for(ns))
     await drv.load()
     try:
         yield drv
@@ -180,7 +180,7 @@ async def test_failed_firewall_leaves_nothing_behind(ns, ipr, db_path):
     await db.open([store.SCHEMA])
     try:
         # iptables works, ip6tables does not: the IPv4 rule is added, then rolled back.
-        drv = NetworkDriver(db, ipr, firewall_for(ns, v6="pynet-no-such-ip6tables"),
+        drv = BridgeMode(db, ipr, firewall_for(ns, v6="pynet-no-such-ip6tables"),
                             netns_dirs=("/var/run/docker/netns",), sysctl=sysctl_for(ns))
         with pytest.raises(KernelError, match="pynet-no-such-ip6tables"):
             await drv.create_network(network_req(v6=("fd00:1::/64", "fd00:1::1/64")))
@@ -445,7 +445,7 @@ async def test_state_reload(ns, ipr, driver, db_path):
     db = Database(db_path)
     await db.open([store.SCHEMA])
     try:
-        again = NetworkDriver(db, ipr, firewall_for(ns), netns_dirs=("/var/run/docker/netns",),
+        again = BridgeMode(db, ipr, firewall_for(ns), netns_dirs=("/var/run/docker/netns",),
                               sysctl=sysctl_for(ns))
         await again.load()
         assert list(again.networks) == [NID]

@@ -17,7 +17,7 @@ from driver.errors import KernelError
 from driver.firewall import Firewall
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
-from driver.bridge import NetworkDriver
+from driver.bridge import BridgeMode
 from driver.publish.portmap import Binding
 from driver.bridge.rules import NetworkPolicy, network_rules
 from driver.publish.rules import binding_rules
@@ -359,7 +359,7 @@ async def test_a_check_during_delete_network_does_not_bring_its_rules_back(ns, i
     db = Database(str(tmp_path / "pynet.db"))
     await db.open([store.SCHEMA])
     try:
-        drv = NetworkDriver(db, ipr, firewall, netns_dirs=("/var/run/docker/netns",),
+        drv = BridgeMode(db, ipr, firewall, netns_dirs=("/var/run/docker/netns",),
                             sysctl=Sysctl(prefix=["ip", "netns", "exec", ns.name]))
         await drv.load()
         await drv.create_network(wire.CreateNetworkRequest.model_validate(NET_REQ))

@@ -39,7 +39,7 @@ from driver.db import Database
 from driver.firewall import Firewall
 from driver.kernel.firewall import Iptables
 from driver.kernel.sysctl import Sysctl
-from driver.bridge import NetworkDriver
+from driver.bridge import BridgeMode
 from driver.reconcile import Reconciler
 from driver.rules import (CHAINS, DNAT, FAMILIES, FORWARD, ISOLATION, POSTROUTING, base_chain_rules,
                           base_jumps)
@@ -131,7 +131,7 @@ def sandboxes(tmp_path, _needs_root):
 class Pynet:
     db: Database
     ipr: AsyncIPRoute
-    driver: NetworkDriver
+    driver: BridgeMode
     ipam: IpamService
     reconciler: Reconciler
     closed: bool = False

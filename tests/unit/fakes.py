@@ -19,7 +19,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 import driver.kernel.ports as kernel_ports
 from driver.db import Database
 from driver.errors import Conflict, InvalidRequest
-from driver.bridge import NetworkDriver
+from driver.bridge import BridgeMode
 from driver.app import assemble, open_state
 from driver.config import Config
 from driver.modes import Modes
@@ -340,7 +340,7 @@ class FakePorts:
 class Harness:
     path: str
     db: Database
-    driver: NetworkDriver
+    driver: BridgeMode
     ipam: IpamService
     ipr: FakeIPRoute
     firewall: FakeFirewall

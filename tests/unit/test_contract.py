@@ -8,7 +8,7 @@ import inspect
 import pytest
 
 from driver.contract import NetworkApi
-from driver.bridge import NetworkDriver
+from driver.bridge import BridgeMode
 from driver.server import routes
 from ipam.contract import IpamApi
 from ipam.service import IpamService
@@ -22,7 +22,7 @@ def calls(protocol) -> list[str]:
     return [name for name, fn in vars(protocol).items() if inspect.iscoroutinefunction(fn)]
 
 
-@pytest.mark.parametrize("impl, protocol", [(NetworkDriver, NetworkApi), (FakeDriver, NetworkApi),
+@pytest.mark.parametrize("impl, protocol", [(BridgeMode, NetworkApi), (FakeDriver, NetworkApi),
                                             (IpamService, IpamApi), (SqliteIpamStore, IpamStore)])
 def test_every_call_of_the_contract_is_there_and_async(impl, protocol):
     assert calls(protocol)

@@ -1,6 +1,6 @@
 """Hostile input over the wire: the real app, the real driver and IPAM, fake kernel.
 
-driver.server.make_app with a real NetworkDriver and a real IpamService on a
+driver.server.make_app with a real BridgeMode and a real IpamService on a
 real state database (tmp_path), wired as driver/app.py wires them; only the
 kernel handles are fakes: an in-memory netlink handle (FakeIPRoute) that
 refuses names the kernel would refuse or a shell would misread, a firewall

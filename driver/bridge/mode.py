@@ -1,4 +1,4 @@
-"""The network driver: Docker's NetworkDriver calls turned into kernel work.
+"""The bridge mode: Docker's NetworkDriver calls turned into kernel work.
 
 Each handler is idempotent (a repeated call finds its work done and answers
 the same), rolls back what it built when it fails halfway, and records its
@@ -44,7 +44,7 @@ from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointR
 log = logging.getLogger("pynet.driver")
 
 
-class NetworkDriver:
+class BridgeMode:
     def __init__(self, db: Database, ipr: AsyncIPRoute, firewall: Firewall,
                  netns_dirs: Sequence[str] = DEFAULT_NETNS_DIRS, sysctl: Sysctl | None = None,
                  netns_mount: str = "") -> None:
