@@ -103,7 +103,7 @@ async def assemble(config: Config, db: Database, ipr: AsyncIPRoute, firewall: Fi
                        holder_of=modes.holder_of, network_using=modes.network_using,
                        on_release=modes.address_released)
     await ipam.load()
-    reconciler = Reconciler([mode.reconciliation() for mode in modes.modes.values()], firewall,
+    reconciler = Reconciler([r.reconciliation for r in host.started.values() if r.reconciliation], firewall,
                             ipam.unheld, ipam.release_in, min_age=config.stale_after)
     return Core(modes, list(host.started.values()), ipam, reconciler)
 

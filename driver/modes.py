@@ -20,7 +20,6 @@ from ipam.addr import IPAddress, IPNetwork
 from . import naming
 from .contract import NetworkApi
 from .errors import InvalidRequest
-from .reconcile import ReconciledMode
 from .wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse, CreateNetworkRequest,
                    DiscoveryRequest, Empty, EndpointRequest, JoinRequest, JoinResponse, NetworkRequest,
                    OperInfoResponse, ProgramExternalConnectivityRequest)
@@ -32,10 +31,6 @@ DEFAULT_MODE = "bridge"
 class NetworkMode(NetworkApi, Protocol):
     def holds(self, network_id: str) -> bool:
         """Whether this mode has (or is creating) the network."""
-        ...
-
-    def reconciliation(self) -> ReconciledMode:
-        """What reconciliation asks of this mode: observe, decide, and the rest."""
         ...
 
     # What the IPAM asks the network side, for its messages and reclaims.

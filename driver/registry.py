@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .kernel.sysctl import Sysctl
     from .metrics import Metrics
     from .modes import NetworkMode
+    from .reconcile import ReconciledMode
 
 # The packages that register a mode, in the order their modes start.
 MODE_PACKAGES = ("driver.bridge", "driver.overlay")
@@ -66,6 +67,7 @@ class ModeHost:
 class Running:
     """A started mode: what Docker's calls go to, and what it adds to pynet."""
     mode: "NetworkMode"
+    reconciliation: Optional["ReconciledMode"] = None  # what reconciliation and `pynet doctor` ask of it
     # Work while pynet serves; started after the first answer, stopped after the last.
     tasks: Optional[Callable[[], AsyncIterator[None]]] = None
     health: Optional[Callable[[], Awaitable[tuple[str, str]]]] = None  # (check name, "ok ..." or why not)

@@ -32,10 +32,9 @@ from ..rollback import Rollback
 from ..rules import DOCKER_BRIDGE, Rule, docker_bridge_rules
 from . import store
 from .options import parse_network_options
-from .repair import BridgeReconciliation
 from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request
 from .rules import rules_of
-from .setup import NETWORK_STEPS, Build, run_steps
+from .setup import NETWORK_STEPS, Build, Step, run_steps
 from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, InterfaceName,
                    JoinRequest, JoinResponse, NetworkRequest, OperInfoResponse,
@@ -67,6 +66,7 @@ class BridgeMode:
         self.joined_at: dict[str, float] = {}
         self.loaded_at = time.time()
         self._creating: dict[str, store.Network] = {}  # networks in flight, for bridge-name clashes
+        self._added_steps: dict[str, list[Step]] = {}  # network ID -> steps a mode built on it adds (api.py)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
@@ -101,9 +101,6 @@ class BridgeMode:
         return net
 
     # --- capabilities ------------------------------------------------------
-
-    def reconciliation(self) -> BridgeReconciliation:
-        return BridgeReconciliation(self)
 
     def holds(self, network_id: str) -> bool:
         return network_id in self.networks or network_id in self._creating
@@ -159,13 +156,35 @@ class BridgeMode:
         return os.path.join(self.netns_mount, os.path.basename(key)) if self.netns_mount else key
 
     async def ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
-        """The network's set-up steps (setup.py); whether the bridge was created.
-        On failure removes what it created, and raises."""
+        """The network's set-up steps (setup.py), then those another mode added;
+        whether the bridge was created. On failure removes what it created, and raises."""
         async with Rollback(f"network {naming.short(net.network_id)}") as undo:
             build = Build(net, self.ipr, self.firewall, self.sysctl, undo,
                           saved=self.networks.get(net.network_id) is net, with_rules=with_rules)
-            await run_steps(NETWORK_STEPS, build)
+            await run_steps([*NETWORK_STEPS, *self._added_steps.get(net.network_id, ())], build)
         return build.created
+
+    # --- what a mode built on bridge networks uses (api.py) ------------------
+
+    def extend(self, network_id: str, step: Step) -> None:
+        self._added_steps.setdefault(network_id, []).append(step)
+
+    def withdraw(self, network_id: str) -> None:
+        self._added_steps.pop(network_id, None)
+
+    async def set_up_again(self, network_id: str) -> bool:
+        net = self.networks.get(network_id)
+        return await self.set_up_saved(net) if net is not None else False
+
+    async def set_up_saved(self, net: store.Network) -> bool:
+        """Put back a saved network's bridge, addresses, settings and the steps other
+        modes added (not its rules: the firewall check does those for all networks at
+        once); False if `net` is no longer the saved record."""
+        async with self._locks[net.network_id]:
+            if self.networks.get(net.network_id) is not net:
+                return False
+            await self.ensure_network_kernel(net, with_rules=False)
+            return True
 
     async def _remove_network_kernel(self, net: store.Network, bridge_too: bool = True) -> None:
         await self.firewall.remove(self.network_rules(net))

@@ -296,13 +296,7 @@ async def delete_orphan_link(d: "BridgeMode", name: str, alias: Optional[str]) -
 
 
 async def repair_network(d: "BridgeMode", net: store.Network) -> bool:
-    """Put back a saved network's bridge, addresses and settings (not its
-    rules: the firewall check does those for all networks at once)."""
-    async with d.lock(net.network_id):
-        if d.networks.get(net.network_id) is not net:
-            return False
-        await d.ensure_network_kernel(net, with_rules=False)
-        return True
+    return await d.set_up_saved(net)
 
 
 async def repair_endpoint(d: "BridgeMode", ep: store.Endpoint) -> bool:

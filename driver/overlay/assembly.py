@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from .. import __version__
-from ..bridge import BridgeMode
+from ..bridge.api import BridgeNetworks
 from ..db import Database
 from ..errors import InvalidRequest
 from ..kernel import links
@@ -84,19 +84,19 @@ async def raise_neighbour_limits(sysctl: Sysctl) -> None:
                 log.warning("cluster: %s: with many remote containers the neighbour table may overflow", problem)
 
 
-async def open_cluster(config: ClusterSettings, db: Database, ipr, bridge: BridgeMode) -> Cluster:
+async def open_cluster(config: ClusterSettings, db: Database, ipr, sysctl: Sysctl, bridge: BridgeNetworks) -> Cluster:
     etcd = Etcd(EtcdSettings(config.etcd_endpoints, config.etcd_ca or None, config.etcd_cert or None,
                              config.etcd_key or None))
     keys = Keys(config.etcd_prefix)
     vtep, underlay_mtu, version = await resolve_vtep(ipr, config.vtep)
-    await raise_neighbour_limits(bridge.sysctl)
+    await raise_neighbour_limits(sysctl)
     membership = Membership(etcd, keys, config.cluster_host, vtep, __version__, config.host_lease)
     ipam = ClusterIpam(etcd, keys, membership, db)
     await ipam.load()
     membership.on_registered = ipam.registered
     reaper = Reaper(etcd, keys, membership, config.lost_host_grace, config.reclaim_cooldown)
     peers = Peers(etcd, keys, config.cluster_host, ipr)
-    mode = OverlayMode(bridge, etcd, keys, membership, peers, vtep, overlay_mtu(underlay_mtu, version))
+    mode = OverlayMode(bridge, db, ipr, etcd, keys, membership, peers, vtep, overlay_mtu(underlay_mtu, version))
     await mode.load()
     log.info("cluster: host %s, VTEP %s (overlay MTU %d), etcd %s", config.cluster_host, vtep, mode.mtu,
              ", ".join(config.etcd_endpoints))

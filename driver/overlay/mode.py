@@ -24,14 +24,15 @@ import time
 import zlib
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from ipam.addr import IPAddress, IPNetwork, parse_address
 
 from .. import naming
-from ..bridge import BridgeMode
-from ..bridge.options import MTU
+from ..bridge.api import MTU_OPTION as MTU, BridgeNetworks, Build, Step
+from ..db import Database
 from ..errors import Conflict, InvalidRequest
+from ..rollback import Rollback
 from ..kernel import links, vxlan
 from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                     CreateNetworkRequest, DiscoveryRequest, Empty, EndpointInterface, EndpointRequest, JoinRequest,
@@ -43,9 +44,6 @@ from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
 from .membership import Membership
 from .peers import Peers
-
-if TYPE_CHECKING:
-    from .repair import OverlayReconciliation
 
 log = logging.getLogger("pynet.overlay")
 
@@ -64,6 +62,10 @@ def device_name(vni: int) -> str:
     return f"pnvx{vni:06x}"
 
 
+def _alias(net: OverlayNetwork) -> str:
+    return f"{naming.ALIAS_PREFIX}overlay:{net.network_id}"
+
+
 def definition_of(req: CreateNetworkRequest, mtu: int) -> dict[str, Any]:
     """What every host must agree on, from this host's CreateNetwork."""
     data = [*(req.IPv4Data or []), *(req.IPv6Data or [])]
@@ -78,25 +80,23 @@ def differences(ours: dict, theirs: dict) -> str:
 
 
 class OverlayMode:
-    def __init__(self, bridge: BridgeMode, etcd: Etcd, keys: Keys, membership: Membership, peers: Peers,
-                 vtep: str, mtu: int) -> None:
-        self.bridge, self.etcd, self.keys, self.membership, self.peers = bridge, etcd, keys, membership, peers
+    def __init__(self, bridge: BridgeNetworks, db: Database, ipr: Any, etcd: Etcd, keys: Keys,
+                 membership: Membership, peers: Peers, vtep: str, mtu: int) -> None:
+        self.bridge, self.db, self.ipr = bridge, db, ipr
+        self.etcd, self.keys, self.membership, self.peers = etcd, keys, membership, peers
         self.vtep, self.mtu = vtep, mtu
         self.networks: dict[str, OverlayNetwork] = {}
         self._creating: set[str] = set()
 
     async def load(self) -> None:
-        rows = await self.bridge.db.read(store.load_networks)
+        rows = await self.db.read(store.load_networks)
         self.networks = {r[0]: OverlayNetwork(*r) for r in rows}
         for net in self.networks.values():
             self.peers.devices[net.name] = net.device
+            self.bridge.extend(net.network_id, self._device_step(net))
 
     def holds(self, network_id: str) -> bool:
         return network_id in self.networks or network_id in self._creating
-
-    def reconciliation(self) -> "OverlayReconciliation":
-        from .repair import OverlayReconciliation
-        return OverlayReconciliation(self)  # with the bridge mode's, which covers every bridge and veth
 
     async def capabilities(self) -> CapabilitiesResponse:
         # Local, not global: Docker 20.10 has no cluster store, and a Swarm manager refuses
@@ -130,14 +130,16 @@ class OverlayMode:
         try:
             definition = await self._agree(name, definition_of(req, mtu), nid)
             vni = definition["vni"]
-            await self.bridge.create_network(self._bridge_request(req, options, generic, definition["mtu"]))
             net = OverlayNetwork(req.NetworkID, name, vni, device_name(vni))
-            try:
-                await self._ensure_device(net, definition["mtu"])
-                await self.bridge.db.write(lambda c: store.insert_network(c, net.network_id, name, vni, net.device))
-            except BaseException:
-                await self.bridge.delete_network(NetworkRequest(NetworkID=req.NetworkID))
-                raise
+            async with Rollback(f"network {nid}") as undo:
+                # The VXLAN device is one more of the bridge network's set-up steps.
+                self.bridge.extend(req.NetworkID, self._device_step(net))
+                undo.push(lambda: self.bridge.withdraw(req.NetworkID), "its VXLAN step")
+                await self.bridge.create_network(self._bridge_request(req, options, generic, definition["mtu"]))
+                undo.push(lambda: self.bridge.delete_network(NetworkRequest(NetworkID=req.NetworkID)),
+                          "its bridge network")
+                undo.push(lambda: self._remove_device(net), f"VXLAN device {net.device}")
+                await self.db.write(lambda c: store.insert_network(c, net.network_id, name, vni, net.device))
             self.networks[req.NetworkID] = net
         finally:
             self._creating.discard(req.NetworkID)
@@ -149,13 +151,21 @@ class OverlayMode:
                         mtu: int) -> CreateNetworkRequest:
         return req.model_copy(update={"Options": {**options, GENERIC: {**generic, MTU: str(mtu)}}})
 
-    async def _ensure_device(self, net: OverlayNetwork, mtu: int) -> None:
-        bridge = self.bridge.networks[net.network_id].bridge
-        index = links.link_index(self.bridge.ipr, bridge)
-        if index is None:
-            raise Conflict(f"network {naming.short(net.network_id)}: bridge {bridge} vanished")
-        await vxlan.ensure_vxlan(self.bridge.ipr, net.device, net.vni, self.vtep, index,
-                                 f"{naming.ALIAS_PREFIX}overlay:{net.network_id}", mtu=mtu)
+    def _device_step(self, net: OverlayNetwork) -> Step:
+        """The network's VXLAN device, on its bridge, at the bridge network's MTU."""
+        async def device(b: Build) -> None:
+            created = await vxlan.ensure_vxlan(b.ipr, net.device, net.vni, self.vtep, b.index, _alias(net),
+                                               mtu=b.net.options.mtu or self.mtu)
+            if created:
+                b.undo.push(lambda: links.delete_link(b.ipr, net.device), f"VXLAN device {net.device}")
+        return Step("VXLAN device", lambda b: True, device)
+
+    async def _remove_device(self, net: OverlayNetwork) -> None:
+        await links.delete_owned_link(self.ipr, net.device, _alias(net))
+
+    async def ensure_device(self, net: OverlayNetwork) -> None:
+        """The device back where it went missing: the network's set-up steps again."""
+        await self.bridge.set_up_again(net.network_id)
 
     async def _agree(self, name: str, ours: dict, nid: str) -> dict:
         """The cluster's definition of `name`: ours if we are first, else theirs if it matches."""
@@ -192,9 +202,10 @@ class OverlayMode:
         net = self.networks.get(req.NetworkID)
         await self.bridge.delete_network(req)
         if net is not None:
+            self.bridge.withdraw(req.NetworkID)
             await self.peers.remove_network(net.name)
-            await links.delete_owned_link(self.bridge.ipr, net.device, f"{naming.ALIAS_PREFIX}overlay:{net.network_id}")
-            await self.bridge.db.write(lambda c: store.delete_network(c, req.NetworkID))
+            await self._remove_device(net)
+            await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
             self.networks.pop(req.NetworkID, None)
         return Empty()
 
@@ -213,14 +224,14 @@ class OverlayMode:
         if not first:
             raise InvalidRequest(f"endpoint {eid}: cluster network {net.name} needs an address from pynet's IPAM")
         mac = endpoint_mac(net.vni, parse_address(first))
-        reply = await self.bridge.create_endpoint(req.model_copy(update={
-            "Interface": iface.model_copy(update={"MacAddress": mac})}))
-        try:
+        async with Rollback(f"endpoint {eid}") as undo:
+            reply = await self.bridge.create_endpoint(req.model_copy(update={
+                "Interface": iface.model_copy(update={"MacAddress": mac})}))
+            undo.push(lambda: self.bridge.delete_endpoint(EndpointRequest(NetworkID=req.NetworkID,
+                                                                          EndpointID=req.EndpointID)),
+                      "its bridge endpoint")
             await self._publish(net, req.EndpointID, mac, [a.split("/")[0] for a in (iface.Address, iface.AddressIPv6)
                                                            if a])
-        except BaseException:
-            await self.bridge.delete_endpoint(EndpointRequest(NetworkID=req.NetworkID, EndpointID=req.EndpointID))
-            raise
         return reply
 
     async def _publish(self, net: OverlayNetwork, endpoint_id: str, mac: str, ips: list[str]) -> None:
@@ -243,7 +254,7 @@ class OverlayMode:
             except ClusterUnavailable as exc:  # Docker's delete must not fail for it: later
                 log.warning("endpoint %s: its record stays in etcd until etcd is back (%s)",
                             naming.short(req.EndpointID), exc)
-                await self.bridge.db.write(lambda c: store.journal_unpublish(c, key.decode()))
+                await self.db.write(lambda c: store.journal_unpublish(c, key.decode()))
         return Empty()
 
     async def _unpublish(self, key: bytes) -> None:
@@ -256,10 +267,10 @@ class OverlayMode:
 
     async def replay_unpublish(self) -> int:
         """Records left in etcd while it was away: deleted now."""
-        keys = await self.bridge.db.read(store.pending_unpublish)
+        keys = await self.db.read(store.pending_unpublish)
         for key in keys:
             await self._unpublish(key.encode())
-            await self.bridge.db.write(partial(store.forget_unpublish, key=key))
+            await self.db.write(partial(store.forget_unpublish, key=key))
         return len(keys)
 
     async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
@@ -294,8 +305,8 @@ class OverlayMode:
     async def verify(self) -> None:
         """Every overlay network's VXLAN device present, and its peers as the cluster says."""
         for net in list(self.networks.values()):
-            if net.network_id in self.bridge.networks:
-                await self._ensure_device(net, self.bridge.networks[net.network_id].options.mtu or self.mtu)
+            if links.link_index(self.ipr, net.device) is None:
+                await self.ensure_device(net)
         await self.peers.verify()
 
 

@@ -36,7 +36,7 @@ class OverlayReconciliation:
 
     async def observe(self, full: bool) -> OverlaySnapshot:
         snap = OverlaySnapshot()
-        ipr = self.mode.bridge.ipr
+        ipr = self.mode.ipr
         for net in list(self.mode.networks.values()):
             snap.devices[net.network_id] = links.link_index(ipr, net.device) is not None
             if not snap.devices[net.network_id] or not self.mode.peers.synced.is_set():
@@ -74,8 +74,7 @@ class OverlayReconciliation:
         return out
 
     async def _device(self, net: "OverlayNetwork") -> None:
-        bridge = self.mode.bridge.networks.get(net.network_id)
-        await self.mode._ensure_device(net, (bridge.options.mtu if bridge else None) or self.mode.mtu)
+        await self.mode.ensure_device(net)
 
     def expected_rules(self) -> list:
         return []

@@ -6,7 +6,7 @@ metrics and the `pynet cluster` command."""
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, cast
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -26,11 +26,13 @@ async def start(host: ModeHost, config: ClusterSettings) -> Running:
     # The etcd client is a heavy import: only where the cluster is on.
     from .assembly import cluster_tasks, open_cluster
     from .cluster_ipam import is_cluster_pool
-    from ..bridge import BridgeMode
-    bridge = host.started["bridge"].mode
-    assert isinstance(bridge, BridgeMode)  # what builds_on=("bridge",) started
-    cluster = await open_cluster(config, host.db, host.ipr, bridge)
-    return Running(cluster.mode, tasks=partial(cluster_tasks, cluster), health=partial(health, cluster),
+    from .repair import OverlayReconciliation
+    from ..bridge.api import BridgeNetworks
+    bridge = cast(BridgeNetworks, host.started["bridge"].mode)  # what builds_on=("bridge",) started
+    cluster = await open_cluster(config, host.db, host.ipr, host.sysctl, bridge)
+    # With the bridge mode's, which covers every bridge and veth, overlay ones included.
+    reconciliation = OverlayReconciliation(cluster.mode)
+    return Running(cluster.mode, reconciliation, tasks=partial(cluster_tasks, cluster), health=partial(health, cluster),
                    routes=partial(add_routes, cluster), metrics=partial(add_metrics, cluster),
                    ipam=(cluster.ipam, is_cluster_pool))
 

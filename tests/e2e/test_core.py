@@ -169,6 +169,10 @@ def test_the_mode_option(host, scenario):
     a, b = scenario.run(net), scenario.run(net)
     scenario.exec(a, "ping", "-c1", "-W2", host.container_ip(b, net))
     refused = host.docker_fails("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
+                                "-o", "pynet.mode=mesh", "--subnet", "10.219.0.0/24", "nomode")
+    assert "unknown -o pynet.mode='mesh' (pynet's modes: bridge)" in refused
+    # A mode pynet has, but that is off here, says what turns it on.
+    refused = host.docker_fails("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN,
                                 "-o", "pynet.mode=overlay", "--subnet", "10.219.0.0/24", "nomode")
-    assert "unknown -o pynet.mode='overlay' (pynet's modes: bridge)" in refused
+    assert "-o pynet.mode=overlay needs pynet's cluster settings (--etcd-endpoints and --vtep" in refused
 

@@ -9,6 +9,7 @@ import pytest
 
 from driver.contract import NetworkApi
 from driver.bridge import BridgeMode
+from driver.bridge.api import BridgeNetworks
 from driver.server import routes
 from ipam.contract import IpamApi
 from ipam.service import IpamService
@@ -23,6 +24,7 @@ def calls(protocol) -> list[str]:
 
 
 @pytest.mark.parametrize("impl, protocol", [(BridgeMode, NetworkApi), (FakeDriver, NetworkApi),
+                                            (BridgeMode, BridgeNetworks),
                                             (IpamService, IpamApi), (SqliteIpamStore, IpamStore)])
 def test_every_call_of_the_contract_is_there_and_async(impl, protocol):
     assert calls(protocol)
@@ -30,6 +32,9 @@ def test_every_call_of_the_contract_is_there_and_async(impl, protocol):
         method = getattr(impl, name)
         assert inspect.iscoroutinefunction(method), f"{impl.__name__}.{name} is not async"
         assert list(inspect.signature(method).parameters) == list(inspect.signature(getattr(protocol, name)).parameters)
+    for name, fn in vars(protocol).items():  # and the plain methods
+        if inspect.isfunction(fn) and not name.startswith("_") and not inspect.iscoroutinefunction(fn):
+            assert list(inspect.signature(getattr(impl, name)).parameters) == list(inspect.signature(fn).parameters)
 
 
 def test_the_server_routes_a_path_to_every_call():

@@ -1,0 +1,35 @@
+"""What the bridge mode offers a mode that builds on its networks.
+
+A mode that builds on bridge networks (the overlay: a bridge network on
+each host, joined by VXLAN) passes Docker's calls on to the bridge mode and
+adds set-up steps of its own to a network: they run after the bridge's
+steps, under the same Rollback, whenever the network is set up (its
+creation, a repeat, a repair after a reboot). It reads nothing else of the
+bridge mode: no records, no handles.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..contract import NetworkApi
+from .options import MTU as MTU_OPTION
+from .setup import Build, Step
+
+__all__ = ["BridgeNetworks", "Build", "MTU_OPTION", "Step"]
+
+
+class BridgeNetworks(NetworkApi, Protocol):
+    def extend(self, network_id: str, step: Step) -> None:
+        """Run `step` too whenever the network is set up, from now on (in memory:
+        the mode that adds it adds it again when it loads)."""
+        ...
+
+    def withdraw(self, network_id: str) -> None:
+        """Forget the steps added to the network."""
+        ...
+
+    async def set_up_again(self, network_id: str) -> bool:
+        """Run a saved network's set-up steps, its own and those added, without its
+        firewall rules (the firewall check keeps those); False if there is no such network."""
+        ...
