@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from driver.rules import ISOLATION_2
+from driver.chains import ISOLATION_2
 from tests.support.harness import IMAGE, PLUGIN, DockerHost
 from tests.support.plugin_client import PluginClient
 

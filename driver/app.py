@@ -31,7 +31,7 @@ from .db import Database
 from .firewall import Firewall
 from .firewall_events import FirewallEvents
 from .kernel import links
-from .kernel.firewall import Iptables
+from .kernel.iptables import Iptables
 from .kernel.netlink_thread import KernelThread
 from .kernel.sysctl import Sysctl
 from .debug import DebugApi, state_counts

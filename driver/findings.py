@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Awaitable, Callable, Optional
 
-from .rules import Rule
+from .chains import Rule
 
 
 @dataclass

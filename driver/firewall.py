@@ -1,7 +1,7 @@
 """Keeps pynet's firewall rules in place.
 
-Applies and removes groups of rules (planned in rules.py, written by
-kernel/firewall.py), one family at a time, under one lock so plans never
+Applies and removes groups of rules (planned in chains.py, written by
+kernel/iptables.py), one family at a time, under one lock so plans never
 interleave; and watches for rules that disappear behind pynet's back (a
 firewall reload, `iptables -F`, a Docker restart) to put them back.
 """
@@ -13,9 +13,9 @@ import logging
 from typing import TYPE_CHECKING, Awaitable, Callable, Iterable, Sequence
 
 from .errors import KernelError
-from .kernel.firewall import Iptables
+from .kernel.iptables import Iptables
 from .periodic import every
-from .rules import FAMILIES, Rule, plan_remove, plan_sync
+from .chains import FAMILIES, Rule, plan_remove, plan_sync
 
 if TYPE_CHECKING:
     from .firewall_events import FirewallEvents

@@ -17,7 +17,7 @@ from typing import Optional
 
 from .kernel.events import RulesetGeneration, Subscription, link_subscription, ruleset_subscription
 from .kernel.link_reader import Link
-from .rules import DOCKER_BRIDGE
+from .chains import DOCKER_BRIDGE
 
 log = logging.getLogger("pynet.firewall")
 

@@ -29,7 +29,7 @@ from .errors import DriverError
 from .findings import Decision, Expected, Finding, unexplained
 from .firewall import Firewall
 from .periodic import every
-from .rules import CHAINS, Rule, plan_sync
+from .chains import CHAINS, Rule, plan_sync
 
 log = logging.getLogger("pynet.reconcile")
 

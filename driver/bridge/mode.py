@@ -27,13 +27,13 @@ from ..kernel.netns import DEFAULT_NETNS_DIRS
 from ..kernel.sysctl import Sysctl
 from ..publish.portmap import parse_portmap
 from ..publish.publisher import Publisher
-from ..publish.rules import binding_rules
+from ..publish.dnat_rules import binding_rules
 from ..rollback import Rollback
-from ..rules import DOCKER_BRIDGE, Rule, docker_bridge_rules
+from ..chains import DOCKER_BRIDGE, Rule, docker_bridge_rules
 from . import store
 from .options import parse_network_options
 from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request
-from .rules import rules_of
+from .network_rules import rules_of
 from .setup import NETWORK_STEPS, Build, Step, run_steps
 from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, InterfaceName,

@@ -19,7 +19,7 @@ from ..kernel import links
 from ..kernel.sysctl import Sysctl
 from ..rollback import Rollback
 from . import store
-from .rules import rules_of
+from .network_rules import rules_of
 
 log = logging.getLogger("pynet.driver")
 

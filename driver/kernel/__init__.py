@@ -1,1 +1,1 @@
-"""Kernel work: netlink (links.py) and firewall (firewall.py). No policy here."""
+"""Kernel work: netlink (links.py) and firewall (iptables.py). No policy here."""

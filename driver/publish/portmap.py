@@ -1,7 +1,7 @@
 """Published ports: Docker's portmap entries, checked and turned into bindings.
 
 Pure: parsing and validation only. Which host port is free is asked of the
-kernel (kernel/ports.py); which rule a binding needs is publish/rules.py's.
+kernel (kernel/ports.py); which rule a binding needs is publish/dnat_rules.py's.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ from driver.bridge import store
 from driver.db import Database
 from driver.errors import Conflict, InvalidRequest, KernelError, NotFound
 from driver.firewall import Firewall
-from driver.kernel.firewall import Iptables
+from driver.kernel.iptables import Iptables
 from driver.kernel.sysctl import Sysctl
-from driver.bridge.rules import NetworkPolicy, network_rules
-from driver.rules import FORWARD as FORWARD_CHAIN, ISOLATION
+from driver.bridge.network_rules import NetworkPolicy, network_rules
+from driver.chains import FORWARD as FORWARD_CHAIN, ISOLATION
 from driver.bridge import BridgeMode
 
 pytestmark = pytest.mark.kernel

@@ -15,13 +15,13 @@ from driver.bridge import store
 from driver.db import Database
 from driver.errors import KernelError
 from driver.firewall import Firewall
-from driver.kernel.firewall import Iptables
+from driver.kernel.iptables import Iptables
 from driver.kernel.sysctl import Sysctl
 from driver.bridge import BridgeMode
 from driver.publish.portmap import Binding
-from driver.bridge.rules import NetworkPolicy, network_rules
-from driver.publish.rules import binding_rules
-from driver.rules import (DNAT, FAMILIES, FORWARD, ISOLATION, ISOLATION_2, POSTROUTING, Rule, base_chain_rules,
+from driver.bridge.network_rules import NetworkPolicy, network_rules
+from driver.publish.dnat_rules import binding_rules
+from driver.chains import (DNAT, FAMILIES, FORWARD, ISOLATION, ISOLATION_2, POSTROUTING, Rule, base_chain_rules,
                           base_jumps, plan_sync)
 
 pytestmark = pytest.mark.kernel

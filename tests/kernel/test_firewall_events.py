@@ -10,8 +10,8 @@ import pytest
 from driver.firewall import Firewall
 from driver.firewall_events import FirewallEvents
 from driver.kernel import links
-from driver.kernel.firewall import Iptables
-from driver.rules import DOCKER_BRIDGE, FAMILIES, ISOLATION, ISOLATION_2, docker_bridge_rules
+from driver.kernel.iptables import Iptables
+from driver.chains import DOCKER_BRIDGE, FAMILIES, ISOLATION, ISOLATION_2, docker_bridge_rules
 
 pytestmark = pytest.mark.kernel
 

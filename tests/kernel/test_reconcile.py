@@ -37,11 +37,11 @@ from driver.config import Config
 from driver.bridge import repair as bridge_repair, store as driver_store
 from driver.db import Database
 from driver.firewall import Firewall
-from driver.kernel.firewall import Iptables
+from driver.kernel.iptables import Iptables
 from driver.kernel.sysctl import Sysctl
 from driver.bridge import BridgeMode
 from driver.reconcile import Reconciler
-from driver.rules import (CHAINS, DNAT, FAMILIES, FORWARD, ISOLATION, POSTROUTING, base_chain_rules,
+from driver.chains import (CHAINS, DNAT, FAMILIES, FORWARD, ISOLATION, POSTROUTING, base_chain_rules,
                           base_jumps)
 from ipam import wire as ipam_wire
 from ipam.store import sqlite as ipam_store

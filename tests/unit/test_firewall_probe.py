@@ -4,7 +4,7 @@ import pytest
 
 from driver.errors import KernelError
 from driver.firewall import Firewall
-from driver.kernel.firewall import Snapshot
+from driver.kernel.iptables import Snapshot
 
 
 class NoIPv6:

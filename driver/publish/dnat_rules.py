@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..rules import DNAT, Rule, comment
+from ..chains import DNAT, Rule, comment
 from .portmap import Binding
 
 

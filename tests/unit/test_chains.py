@@ -1,4 +1,4 @@
-"""Firewall policy (driver/rules.py) and iptables-save parsing, without root.
+"""Firewall policy (driver/chains.py) and iptables-save parsing, without root.
 
 Plans are checked line by line, and also applied to an in-memory model of
 `iptables-restore --noflush` (which fails, as iptables would, on a -D of an
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driver.kernel.firewall import Snapshot, parse_save
+from driver.kernel.iptables import Snapshot, parse_save
 from driver.publish.portmap import Binding
-from driver.bridge.rules import NetworkPolicy, network_rules
-from driver.publish.rules import binding_rules
-from driver.rules import (ALLOWED_BEFORE_JUMP, CHAINS, DNAT, FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2,
+from driver.bridge.network_rules import NetworkPolicy, network_rules
+from driver.publish.dnat_rules import binding_rules
+from driver.chains import (ALLOWED_BEFORE_JUMP, CHAINS, DNAT, FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2,
                           POSTROUTING, Rule, base_chain_rules, base_jumps, docker_bridge_rules, jump_position,
                           plan_remove, plan_sync)
 

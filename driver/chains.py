@@ -1,6 +1,6 @@
 """pynet's firewall chains, and how a set of wanted rules becomes an
 iptables-restore batch: pure functions, no I/O. Each network mode says which
-rules it wants (bridge/rules.py, publish/rules.py).
+rules it wants (bridge/network_rules.py, publish/dnat_rules.py).
 
 Rules are written in the exact form `iptables -S` prints them (e.g. with the
 implicit `-m tcp`), so what is installed can be compared with what is wanted
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
-from .kernel.firewall import Snapshot
+from .kernel.iptables import Snapshot
 
 FORWARD = "PYNET-FORWARD"
 ISOLATION = "PYNET-ISOLATION"

@@ -3,7 +3,7 @@
 Mechanism only: `snapshot` reads a family's rules (iptables-save), `apply`
 writes a batch of lines with iptables-restore --noflush, which the kernel
 applies atomically per table. Which lines to write is decided elsewhere
-(driver/rules.py). Everything runs from argv lists, never a shell string.
+(driver/chains.py). Everything runs from argv lists, never a shell string.
 """
 
 from __future__ import annotations

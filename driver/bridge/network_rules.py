@@ -1,12 +1,12 @@
 """The bridge mode's firewall rules for one network: pure functions, no I/O.
-The chains they go in, and how they are applied, are driver/rules.py's."""
+The chains they go in, and how they are applied, are driver/chains.py's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .. import naming
-from ..rules import FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2, POSTROUTING, Rule, comment
+from ..chains import FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2, POSTROUTING, Rule, comment
 from . import store
 
 
