@@ -21,8 +21,6 @@ from pyroute2 import AsyncIPRoute
 
 from ipam.store import sqlite as ipam_store
 from ipam.pools import parse_default_pools
-from ipam.contract import IpamApi
-from ipam.router import IpamRouter
 from ipam.service import IpamService
 
 from . import registry
@@ -65,7 +63,6 @@ class Plugin:
     core: Core
     firewall: Firewall
     debug: DebugApi
-    ipam_api: IpamApi  # what Docker's IPAM calls go to: the host's pools, and those a mode hands out itself
 
     @property
     def modes(self) -> Modes:
@@ -99,9 +96,11 @@ async def assemble(config: Config, db: Database, ipr: AsyncIPRoute, firewall: Fi
         else:
             host.started[spec.name] = await spec.start(host, settings)
     modes = Modes({name: running.mode for name, running in host.started.items()}, DEFAULT_MODE, off)
+    shared = next((r.ipam_store for r in host.started.values() if r.ipam_store is not None), None)
+    needs = " or ".join(spec.ipam_needs for spec in registry.specs() if spec.ipam_needs) or "a mode that keeps them"
     ipam = IpamService(ipam_store.SqliteIpamStore(db), defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=modes.holder_of, network_using=modes.network_using,
-                       on_release=modes.address_released)
+                       on_release=modes.address_released, shared=shared, shared_needs=needs)
     await ipam.load()
     reconciler = Reconciler([r.reconciliation for r in host.started.values() if r.reconciliation], firewall,
                             ipam.unheld, ipam.release_in, min_age=config.stale_after)
@@ -133,9 +132,7 @@ async def build(config: Config, ipr: AsyncIPRoute | None = None,
     # Before the first call, what calls need (after a reboot nothing is there);
     # the rest as soon as pynet serves (see serve()).
     await core.reconciler.run(full=False)
-    own = [running.ipam for running in core.running if running.ipam is not None]
-    ipam_api = IpamRouter(core.ipam, *own[0]) if own else IpamRouter(core.ipam, None, lambda _: False)
-    return Plugin(config, db, ipr, core, firewall, debug, ipam_api)
+    return Plugin(config, db, ipr, core, firewall, debug)
 
 
 def _count_reconcile(metrics: Metrics, done) -> None:
@@ -187,7 +184,7 @@ async def serve(config: Config) -> None:
     listener = PluginSocket.open(config.socket)
     # aiohttp's own shutdown comes after listener.stop() has drained every
     # connection: it needs only a few seconds for one that outlived the drain.
-    app = make_app(plugin.modes, plugin.ipam_api, plugin.debug)
+    app = make_app(plugin.modes, plugin.core.ipam, plugin.debug)
     app.cleanup_ctx.append(lambda _app: background(plugin))
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
     await runner.setup()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optio
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from ipam.contract import IpamApi
+    from ipam.store import SharedIpamStore
 
     from .config import Config
     from .db import Database, Schema
@@ -75,8 +75,9 @@ class Running:
     routes: Optional[Callable[["web.Application"], None]] = None  # its /debug endpoints
     metrics: Optional[Callable[["Metrics"], None]] = None  # adds its metrics to pynet's registry
     uses_ipv6: Callable[[], bool] = lambda: False  # whether its saved networks need ip6tables
-    # Pools this mode hands out addresses from itself: (its IPAM, which pool IDs are its own).
-    ipam: Optional[tuple["IpamApi", Callable[[str], bool]]] = None
+    # Where the pools of cluster networks are kept, if this mode keeps them (the IPAM
+    # service asks it about every pool that names a cluster network).
+    ipam_store: Optional["SharedIpamStore"] = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class ModeSpec:
     schema: tuple["Schema", ...] = ()  # its tables in the state database
     settings: Optional[Settings] = None  # none: always on, with no flags of its own
     commands: tuple[Command, ...] = ()
+    ipam_needs: str = ""  # what turns on the pools it keeps (ipam_store), for the refusal without it
 
 
 _specs: dict[str, ModeSpec] = {}

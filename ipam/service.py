@@ -1,13 +1,21 @@
-"""IPAM decisions and their persistence.
+"""IPAM decisions and their persistence: pynet's one IPAM.
 
-Each decision is made in memory with no await in between (so concurrent
-calls see each other's results), then written in one transaction before the
-reply; if the write fails the decision is undone.
+The host's own pools: each decision is made in memory with no await in
+between (so concurrent calls see each other's results), then written in one
+transaction before the reply; if the write fails the decision is undone.
+
+The pools of cluster networks (RequestPool with --ipam-opt pynet.cluster=NAME,
+when pynet has its cluster settings): their addresses are unique across
+hosts, so a store the hosts share decides (store.SharedIpamStore); this
+service reads and checks Docker's requests for them as for the others, and
+every later call follows the pool ID.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Optional
 
@@ -16,7 +24,7 @@ from .allocator import PoolAllocator
 from .errors import (AddressInUse, InvalidRequest, IpamError, PoolExhausted, PoolNotFound,
                      PoolOverlap)
 from .pools import DefaultPool, choose_pool
-from .store import IpamStore
+from .store import IpamStore, SharedIpamStore
 from .wire import (AddressSpacesResponse, CapabilitiesResponse, Empty, ReleaseAddressRequest,
                    ReleasePoolRequest, RequestAddressRequest, RequestAddressResponse,
                    RequestPoolRequest, RequestPoolResponse)
@@ -26,6 +34,7 @@ log = logging.getLogger("pynet.ipam")
 LOCAL_SPACE = "PynetLocal"
 GLOBAL_SPACE = "PynetGlobal"
 GATEWAY_TYPE = "com.docker.network.gateway"
+CLUSTER_OPTION = "pynet.cluster"  # --ipam-opt: the pool is a cluster network's, of that name
 # --ipam-opt keys pynet understands. Keys under com.docker. are Docker's own
 # and are accepted and ignored.
 IPAM_OPTIONS: dict[str, str] = {}
@@ -64,8 +73,12 @@ class IpamService:
                  host_routes: Optional[RouteSource] = None,
                  holder_of: Optional[HolderLookup] = None,
                  network_using: Optional[PoolUserLookup] = None,
-                 on_release: Optional[ReleaseHook] = None) -> None:
+                 on_release: Optional[ReleaseHook] = None, shared: Optional[SharedIpamStore] = None,
+                 shared_needs: str = "pynet's cluster settings") -> None:
         self.store = store
+        self.shared = shared  # the cluster networks' pools
+        self._shared_needs = shared_needs  # what turns cluster pools on, for the refusal without them
+        self._shared_locks: dict[str, asyncio.Lock] = {}  # a shared pool's claims take turns here
         self.defaults = defaults
         self._host_routes = host_routes
         self._holder_of = holder_of
@@ -123,6 +136,8 @@ class IpamService:
         if space not in (LOCAL_SPACE, GLOBAL_SPACE):
             raise InvalidRequest(f"address space {space!r} is unknown to pynet"
                                  f" (known: {LOCAL_SPACE}, {GLOBAL_SPACE})")
+        if CLUSTER_OPTION in (req.Options or {}):
+            return await self._request_shared_pool(req)
         options = check_pool_options(req.Options or {})
         version = 6 if req.V6 else 4
         try:
@@ -174,7 +189,40 @@ class IpamService:
             return []
         return await self._host_routes()
 
+    async def _request_shared_pool(self, req: RequestPoolRequest) -> RequestPoolResponse:
+        if self.shared is None:
+            raise InvalidRequest(f"--ipam-opt {CLUSTER_OPTION}: cluster networks need {self._shared_needs}")
+        name = cluster_name(req.Options or {}, "pool")
+        if name is None:
+            raise InvalidRequest(f"--ipam-opt {CLUSTER_OPTION}: the cluster network's name is missing")
+        what = f"cluster network {name}"
+        if not req.Pool:
+            raise InvalidRequest(f"{what}: --subnet is needed (every host names the same subnet)")
+        try:
+            subnet = parse_network(req.Pool)
+            sub_pool = parse_network(req.SubPool, "ip-range") if req.SubPool else None
+        except ValueError as exc:
+            raise InvalidRequest(f"{what}: {exc}") from None
+        if subnet.version != (6 if req.V6 else 4):
+            raise InvalidRequest(f"{what}: subnet {subnet} is not an IPv{6 if req.V6 else 4} network")
+        pool_id = await self.shared.define_pool(name, subnet, sub_pool)
+        log.info("pool %s: requested", pool_id)
+        return RequestPoolResponse(PoolID=pool_id, Pool=str(subnet))
+
+    def _shared_pool(self, pool_id: str) -> Optional[IPNetwork]:
+        """The subnet of a pool of the shared store's; None for the host's own pools.
+        A shared pool this host no longer holds is not found."""
+        if self.shared is None or not self.shared.holds_pool(pool_id):
+            return None
+        subnet = self.shared.subnet(pool_id)
+        if subnet is None:
+            raise PoolNotFound(f"pool {pool_id!r} not found (was it released?)")
+        return subnet
+
     async def release_pool(self, req: ReleasePoolRequest) -> Empty:
+        if self.shared is not None and self.shared.holds_pool(req.PoolID):
+            await self.shared.release_pool(req.PoolID)
+            return Empty()
         pool = self.pools.pop(req.PoolID, None)
         if pool is None:
             return Empty()  # releases are idempotent
@@ -195,15 +243,14 @@ class IpamService:
         return pool
 
     async def request_address(self, req: RequestAddressRequest) -> RequestAddressResponse:
+        subnet = self._shared_pool(req.PoolID)
+        if subnet is not None:
+            return await self._request_shared_address(req, subnet)
         pool = self._pool(req.PoolID)
-        options = req.Options or {}
-        gateway = options.get("RequestAddressType") == GATEWAY_TYPE
+        gateway, asked = _what_is_asked(req)
         alloc = pool.allocator
-        if req.Address:
-            try:
-                addr = parse_address(req.Address)
-            except ValueError as exc:
-                raise InvalidRequest(f"pool {pool.pool_id}: {exc}") from None
+        if asked is not None:
+            addr = asked
             try:
                 alloc.reserve(addr)
             except AddressInUse:
@@ -241,14 +288,35 @@ class IpamService:
             return "an explicitly requested address (--ip or --aux-address)"
         return "an automatically allocated address"
 
+    async def _request_shared_address(self, req: RequestAddressRequest, subnet: IPNetwork) -> RequestAddressResponse:
+        assert self.shared is not None
+        pool_id = req.PoolID
+        gateway, asked = _what_is_asked(req)
+        if asked is not None and asked not in subnet:
+            raise InvalidRequest(f"pool {pool_id}: address {asked} is outside {subnet}")
+        async with self._shared_locks.setdefault(pool_id, asyncio.Lock()):
+            if gateway:
+                addr = await self.shared.gateway(pool_id, asked)
+            elif asked is not None:
+                await self.shared.claim(pool_id, asked)
+                addr = asked
+            else:
+                addr = await self.shared.claim_next(pool_id)
+        return RequestAddressResponse(Address=f"{addr}/{subnet.prefixlen}")
+
     async def release_address(self, req: ReleaseAddressRequest) -> Empty:
+        if self.shared is not None and self.shared.holds_pool(req.PoolID):
+            addr = _released_address(req)
+            subnet = self.shared.subnet(req.PoolID)
+            async with self._shared_locks.setdefault(req.PoolID, asyncio.Lock()):
+                released = await self.shared.release(req.PoolID, addr)
+            if released and subnet is not None and self._on_release is not None:
+                await self._on_release(subnet, addr)
+            return Empty()
         pool = self.pools.get(req.PoolID)
         if pool is None:
             return Empty()
-        try:
-            addr = parse_address(req.Address)
-        except ValueError as exc:
-            raise InvalidRequest(f"pool {pool.pool_id}: {exc}") from None
+        addr = _released_address(req)
         if not pool.allocator.release(addr):
             return Empty()
         kind = pool.kinds.pop(addr, None)
@@ -293,6 +361,39 @@ class IpamService:
         if pool is not None:
             await self.release_address(ReleaseAddressRequest(PoolID=pool.pool_id, Address=str(addr)))
             log.warning("pool %s: address %s released: no endpoint holds it", pool.pool_id, addr)
+
+
+def _what_is_asked(req: RequestAddressRequest) -> tuple[bool, Optional[IPAddress]]:
+    """(whether it is the gateway, the address asked for if any)."""
+    gateway = (req.Options or {}).get("RequestAddressType") == GATEWAY_TYPE
+    if not req.Address:
+        return gateway, None
+    try:
+        return gateway, parse_address(req.Address)
+    except ValueError as exc:
+        raise InvalidRequest(f"pool {req.PoolID}: {exc}") from None
+
+
+def _released_address(req: ReleaseAddressRequest) -> IPAddress:
+    try:
+        return parse_address(req.Address)
+    except ValueError as exc:
+        raise InvalidRequest(f"pool {req.PoolID}: {exc}") from None
+
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def cluster_name(options: dict, what: str) -> Optional[str]:
+    """The cluster network's name in these options (--ipam-opt and -o pynet.cluster), checked;
+    None if there is none."""
+    name = (options or {}).get(CLUSTER_OPTION)
+    if name is None:
+        return None
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InvalidRequest(f"{what}: {CLUSTER_OPTION}={name!r} is not a cluster network name"
+                             " (lower-case letters, digits, '.', '_', '-'; at most 63)")
+    return name
 
 
 def check_pool_options(options: dict[str, str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ from ..errors import InvalidRequest
 from ..kernel import links
 from ..kernel.sysctl import Sysctl
 from .addressing import overlay_mtu
-from .cluster_ipam import ClusterIpam
+from .cluster_ipam import EtcdIpamStore
 from .etcd import ClusterUnavailable, Etcd, EtcdSettings
 from .keys import Keys
 from .membership import Membership
@@ -35,7 +35,7 @@ REPLAY_EVERY = 5.0
 class Cluster:
     etcd: Etcd
     membership: Membership
-    ipam: ClusterIpam
+    ipam: EtcdIpamStore
     peers: Peers
     mode: OverlayMode
     reaper: Reaper
@@ -91,7 +91,7 @@ async def open_cluster(config: ClusterSettings, db: Database, ipr, sysctl: Sysct
     vtep, underlay_mtu, version = await resolve_vtep(ipr, config.vtep)
     await raise_neighbour_limits(sysctl)
     membership = Membership(etcd, keys, config.cluster_host, vtep, __version__, config.host_lease)
-    ipam = ClusterIpam(etcd, keys, membership, db)
+    ipam = EtcdIpamStore(etcd, keys, membership, db)
     await ipam.load()
     membership.on_registered = ipam.registered
     reaper = Reaper(etcd, keys, membership, config.lost_host_grace, config.reclaim_cooldown)

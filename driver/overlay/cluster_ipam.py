@@ -1,5 +1,6 @@
-"""The IPAM of cluster networks: addresses unique across hosts, by etcd
-transactions.
+"""The store of cluster networks' pools: addresses unique across hosts, by
+etcd transactions (ipam.store.SharedIpamStore, behind pynet's one IPAM
+service, which reads and checks Docker's requests).
 
 Each host hands out addresses from blocks it claimed (a create-if-absent on
 the block's key), and claims each address too (a create-if-absent on the
@@ -14,22 +15,15 @@ Releases etcd cannot take now are journaled here and replayed.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import logging
-import re
 import time
-from collections import defaultdict
 from functools import partial
 from typing import Optional
 
-from ipam.addr import IPAddress, IPNetwork, parse_address, parse_network
-from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted, PoolNotFound
-from ipam.router import CLUSTER_OPTION  # --ipam-opt and -o: the network's name in the cluster
-from ipam.service import GLOBAL_SPACE, LOCAL_SPACE
-from ipam.wire import (AddressSpacesResponse, CapabilitiesResponse, Empty, ReleaseAddressRequest, ReleasePoolRequest, RequestAddressRequest,
-                       RequestAddressResponse, RequestPoolRequest, RequestPoolResponse)
+from ipam.addr import IPAddress, IPNetwork
+from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted
 
 from ..db import Database
 from . import store
@@ -42,19 +36,6 @@ from .reclaim import cooling, reclaimed
 log = logging.getLogger("pynet.cluster")
 
 POOL_PREFIX = "PynetCluster/"
-GATEWAY_TYPE = "com.docker.network.gateway"
-NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-def cluster_name(options: dict, what: str) -> Optional[str]:
-    """The cluster network's name in these options, checked; None if there is none."""
-    name = (options or {}).get(CLUSTER_OPTION)
-    if name is None:
-        return None
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise InvalidRequest(f"{what}: {CLUSTER_OPTION}={name!r} is not a cluster network name"
-                             " (lower-case letters, digits, '.', '_', '-'; at most 63)")
-    return name
 
 
 def pool_id_for(name: str, subnet: IPNetwork) -> str:
@@ -65,11 +46,10 @@ def is_cluster_pool(pool_id: str) -> bool:
     return pool_id.startswith(POOL_PREFIX)
 
 
-class ClusterIpam:
+class EtcdIpamStore:
     def __init__(self, etcd: Etcd, keys: Keys, membership: Membership, db: Database) -> None:
         self.etcd, self.keys, self.membership, self.db = etcd, keys, membership, db
         self.pools: dict[str, store.PoolRecord] = {}
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
         self.pools = await self.db.read(store.load_pools)
@@ -82,41 +62,29 @@ class ClusterIpam:
         """The value of every claim this host makes (exact bytes: releases compare it)."""
         return json.dumps({"host": self.host, "epoch": self.membership.epoch}, sort_keys=True).encode()
 
-    async def capabilities(self) -> CapabilitiesResponse:
-        return CapabilitiesResponse(RequiresMACAddress=False, RequiresRequestReplay=False)
+    def holds_pool(self, pool_id: str) -> bool:
+        return is_cluster_pool(pool_id)
 
-    async def address_spaces(self) -> AddressSpacesResponse:
-        return AddressSpacesResponse(LocalDefaultAddressSpace=LOCAL_SPACE, GlobalDefaultAddressSpace=GLOBAL_SPACE)
+    def subnet(self, pool_id: str) -> Optional[IPNetwork]:
+        pool = self.pools.get(pool_id)
+        return ipaddress.ip_network(pool.subnet) if pool is not None else None
 
     # --- pools -------------------------------------------------------------------
 
-    async def request_pool(self, req: RequestPoolRequest) -> RequestPoolResponse:
-        name = cluster_name(req.Options or {}, "pool")
-        assert name is not None  # the router sends only cluster pools here
-        what = f"cluster network {name}"
-        if not req.Pool:
-            raise InvalidRequest(f"{what}: --subnet is needed (every host names the same subnet)")
-        if req.SubPool:
-            raise InvalidRequest(f"{what}: --ip-range is not supported on cluster networks"
+    async def define_pool(self, name: str, subnet: IPNetwork, sub_pool: Optional[IPNetwork]) -> str:
+        if sub_pool is not None:
+            raise InvalidRequest(f"cluster network {name}: --ip-range is not supported on cluster networks"
                                  " (each host hands out addresses from blocks of its own)")
-        try:
-            subnet = parse_network(req.Pool)
-        except ValueError as exc:
-            raise InvalidRequest(f"{what}: {exc}") from None
-        if subnet.version != (6 if req.V6 else 4):
-            raise InvalidRequest(f"{what}: subnet {subnet} is not an IPv{6 if req.V6 else 4} network")
         await self._check_cluster_overlap(name, subnet)
         key = self.keys.pool(name, str(subnet))
         tx = self.etcd.tx
         await self.etcd.transaction([tx.create(key) == 0], [tx.put(key, json.dumps({"subnet": str(subnet)}).encode())],
                                     [])
         pool = store.PoolRecord(pool_id_for(name, subnet), name, str(subnet), "")
-        old = self.pools.get(pool.pool_id)
-        if old is None:
+        if pool.pool_id not in self.pools:
             await self.db.write(lambda c: store.insert_pool(c, pool))
             self.pools[pool.pool_id] = pool
-        log.info("pool %s: requested", pool.pool_id)
-        return RequestPoolResponse(PoolID=pool.pool_id, Pool=str(subnet))
+        return pool.pool_id
 
     async def _check_cluster_overlap(self, name: str, subnet: IPNetwork) -> None:
         found, _ = await self.etcd.get_prefix(self.keys.all("pools"))
@@ -129,42 +97,30 @@ class ClusterIpam:
                 raise InvalidRequest(f"cluster network {name}: subnet {subnet} overlaps cluster network"
                                      f" {parts[1]} ({other})")
 
-    async def release_pool(self, req: ReleasePoolRequest) -> Empty:
+    async def release_pool(self, pool_id: str) -> None:
         # Only this host's hold: the cluster network lives on while other hosts use it.
-        pool = self.pools.pop(req.PoolID, None)
-        if pool is not None:
-            await self.db.write(lambda c: store.delete_pool(c, req.PoolID))
-        return Empty()
+        if self.pools.pop(pool_id, None) is not None:
+            await self.db.write(lambda c: store.delete_pool(c, pool_id))
 
-    # --- addresses -----------------------------------------------------------------
+    # --- addresses (the IPAM service has each pool's claims take turns) ----------------
 
-    def _pool(self, pool_id: str) -> store.PoolRecord:
-        pool = self.pools.get(pool_id)
-        if pool is None:
-            raise PoolNotFound(f"pool {pool_id!r} not found (was it released?)")
-        return pool
+    async def gateway(self, pool_id: str, asked: Optional[IPAddress]) -> IPAddress:
+        pool = self.pools[pool_id]
+        return await self._hold(pool, await self._gateway(pool, ipaddress.ip_network(pool.subnet), asked), "gateway")
 
-    async def request_address(self, req: RequestAddressRequest) -> RequestAddressResponse:
-        pool = self._pool(req.PoolID)
-        subnet = ipaddress.ip_network(pool.subnet)
-        asked = None
-        if req.Address:
-            try:
-                asked = parse_address(req.Address)
-            except ValueError as exc:
-                raise InvalidRequest(f"pool {pool.pool_id}: {exc}") from None
-            if asked not in subnet:
-                raise InvalidRequest(f"cluster network {pool.name}: address {asked} is outside {subnet}")
-        async with self._locks[pool.pool_id]:
-            if (req.Options or {}).get("RequestAddressType") == GATEWAY_TYPE:
-                addr, kind = await self._gateway(pool, subnet, asked), "gateway"
-            elif asked is not None:
-                addr, kind = await self._claim_static(pool, asked), "static"
-            else:
-                addr, kind = await self._claim_next(pool, subnet), "dynamic"
-            pool.addresses[str(addr)] = kind
-            await self.db.write(lambda c: store.insert_address(c, pool.pool_id, str(addr), kind))
-        return RequestAddressResponse(Address=f"{addr}/{subnet.prefixlen}")
+    async def claim(self, pool_id: str, addr: IPAddress) -> None:
+        pool = self.pools[pool_id]
+        await self._hold(pool, await self._claim_static(pool, addr), "static")
+
+    async def claim_next(self, pool_id: str) -> IPAddress:
+        pool = self.pools[pool_id]
+        return await self._hold(pool, await self._claim_next(pool, ipaddress.ip_network(pool.subnet)), "dynamic")
+
+    async def _hold(self, pool: store.PoolRecord, addr: IPAddress, kind: str) -> IPAddress:
+        """What this host holds, in its own database too (a restart writes nothing to etcd)."""
+        pool.addresses[str(addr)] = kind
+        await self.db.write(lambda c: store.insert_address(c, pool.pool_id, str(addr), kind))
+        return addr
 
     async def _gateway(self, pool: store.PoolRecord, subnet: IPNetwork, asked: Optional[IPAddress]) -> IPAddress:
         """The subnet's one gateway: the first host that asks sets it, the others must agree."""
@@ -274,23 +230,20 @@ class ClusterIpam:
                 return addr
         return None
 
-    async def release_address(self, req: ReleaseAddressRequest) -> Empty:
-        pool = self.pools.get(req.PoolID)
-        if pool is None:
-            return Empty()
-        addr = req.Address.split("/")[0]
-        async with self._locks[pool.pool_id]:
-            kind = pool.addresses.pop(addr, None)
-            if kind is None:
-                return Empty()
-            if kind != "gateway":
-                try:
-                    await self._unclaim(pool.name, addr)
-                except ClusterUnavailable as exc:
-                    log.warning("cluster network %s: release of %s journaled, etcd is away (%s)", pool.name, addr, exc)
-                    await self.db.write(lambda c: store.journal_release(c, pool.name, addr))
-            await self.db.write(lambda c: store.delete_address(c, pool.pool_id, addr))
-        return Empty()
+    async def release(self, pool_id: str, ip: IPAddress) -> bool:
+        pool = self.pools.get(pool_id)
+        addr = str(ip)
+        kind = pool.addresses.pop(addr, None) if pool is not None else None
+        if pool is None or kind is None:
+            return False
+        if kind != "gateway":
+            try:
+                await self._unclaim(pool.name, addr)
+            except ClusterUnavailable as exc:
+                log.warning("cluster network %s: release of %s journaled, etcd is away (%s)", pool.name, addr, exc)
+                await self.db.write(lambda c: store.journal_release(c, pool.name, addr))
+        await self.db.write(lambda c: store.delete_address(c, pool.pool_id, addr))
+        return True
 
     async def _unclaim(self, name: str, addr: str) -> None:
         key = self.keys.address(name, addr)
@@ -307,6 +260,3 @@ class ClusterIpam:
             await self.db.write(partial(store.forget_release, name=name, address=addr))
             done += 1
         return done
-
-    def holds_address(self, name: str, addr: str) -> bool:
-        return any(p.name == name and addr in p.addresses for p in self.pools.values())

@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any, Optional
 
 from ipam.addr import IPAddress, IPNetwork, parse_address
+from ipam.service import CLUSTER_OPTION, cluster_name
 
 from .. import naming
 from ..bridge.api import MTU_OPTION as MTU, BridgeNetworks, Build, Step
@@ -39,7 +40,6 @@ from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, Create
                     JoinResponse, NetworkRequest, OperInfoResponse, ProgramExternalConnectivityRequest)
 from . import store
 from .addressing import endpoint_mac
-from .cluster_ipam import CLUSTER_OPTION, cluster_name
 from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
 from .membership import Membership

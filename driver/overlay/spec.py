@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 async def start(host: ModeHost, config: ClusterSettings) -> Running:
     # The etcd client is a heavy import: only where the cluster is on.
     from .assembly import cluster_tasks, open_cluster
-    from .cluster_ipam import is_cluster_pool
     from .repair import OverlayReconciliation
     from ..bridge.api import BridgeNetworks
     bridge = cast(BridgeNetworks, host.started["bridge"].mode)  # what builds_on=("bridge",) started
@@ -34,7 +33,7 @@ async def start(host: ModeHost, config: ClusterSettings) -> Running:
     reconciliation = OverlayReconciliation(cluster.mode)
     return Running(cluster.mode, reconciliation, tasks=partial(cluster_tasks, cluster), health=partial(health, cluster),
                    routes=partial(add_routes, cluster), metrics=partial(add_metrics, cluster),
-                   ipam=(cluster.ipam, is_cluster_pool))
+                   ipam_store=cluster.ipam)
 
 
 async def health(cluster: "Cluster") -> tuple[str, str]:
@@ -103,5 +102,6 @@ SPEC = ModeSpec(
     "overlay", "one network across hosts: a bridge on each, joined by VXLAN", start, builds_on=("bridge",),
     schema=(store.SCHEMA,),
     settings=Settings(settings.add_arguments, settings.from_args, settings.NEEDS),
+    ipam_needs=settings.NEEDS,
     commands=(Command("cluster", "the overlay's cluster: hosts, networks, blocks, and this host's peers",
                       cluster_arguments, cmd_cluster),))

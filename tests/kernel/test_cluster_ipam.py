@@ -11,11 +11,13 @@ import pytest
 
 from driver.db import Database
 from driver.overlay import store
-from driver.overlay.cluster_ipam import CLUSTER_OPTION, ClusterIpam
+from driver.overlay.cluster_ipam import EtcdIpamStore
 from driver.overlay.etcd import ClusterUnavailable, Etcd, EtcdSettings
 from driver.overlay.keys import Keys
 from driver.overlay.membership import Membership
 from ipam.errors import AddressInUse, InvalidRequest
+from ipam.service import CLUSTER_OPTION, IpamService
+from ipam.store import sqlite as ipam_store
 from ipam.wire import ReleaseAddressRequest, RequestAddressRequest, RequestPoolRequest
 
 pytestmark = pytest.mark.kernel
@@ -29,12 +31,15 @@ class Host:
         self.keys = Keys(prefix)
         self.membership = Membership(self.etcd, self.keys, name, "198.18.0.1", "test")
         self.db = Database(db_path)
-        self.ipam = ClusterIpam(self.etcd, self.keys, self.membership, self.db)
+        self.store = EtcdIpamStore(self.etcd, self.keys, self.membership, self.db)
+        # pynet's one IPAM service, its cluster pools in etcd
+        self.ipam = IpamService(ipam_store.SqliteIpamStore(self.db), [], shared=self.store)
 
     async def start(self) -> "Host":
-        await self.db.open([store.SCHEMA])
+        await self.db.open([store.SCHEMA, ipam_store.SCHEMA])
         await self.etcd.connect()
         await self.membership.register()
+        await self.store.load()
         await self.ipam.load()
         return self
 
@@ -71,10 +76,10 @@ async def test_concurrent_claims_on_two_hosts_never_give_an_address_twice(hosts)
     ips = [a.split("/")[0] for a in got]
     assert len(set(ips)) == len(ips) == 240
     # Each host's addresses come from blocks it claimed; no block is claimed twice.
-    assert not (h1.ipam.pools[p1].blocks & h2.ipam.pools[p2].blocks)
+    assert not (h1.store.pools[p1].blocks & h2.store.pools[p2].blocks)
     for h, p in ((h1, p1), (h2, p2)):
-        blocks = [ipaddress.ip_network(b) for b in h.ipam.pools[p].blocks]
-        assert all(any(ipaddress.ip_address(ip) in b for b in blocks) for ip in h.ipam.pools[p].addresses)
+        blocks = [ipaddress.ip_network(b) for b in h.store.pools[p].blocks]
+        assert all(any(ipaddress.ip_address(ip) in b for b in blocks) for ip in h.store.pools[p].addresses)
 
 
 async def test_one_gateway_for_every_host(hosts):
@@ -122,10 +127,10 @@ async def test_a_restart_reads_its_holds_without_etcd(hosts, tmp_path):
     h1, _ = hosts
     p1 = await h1.pool("10.65.0.0/24")
     held = {await h1.address(p1) for _ in range(3)}
-    again = ClusterIpam(h1.etcd, h1.keys, h1.membership, h1.db)
+    again = EtcdIpamStore(h1.etcd, h1.keys, h1.membership, h1.db)
     await again.load()
     assert {f"{a}/24" for a in again.pools[p1].addresses} == held
-    assert again.pools[p1].blocks == h1.ipam.pools[p1].blocks
+    assert again.pools[p1].blocks == h1.store.pools[p1].blocks
 
 
 async def test_etcd_over_tls_with_a_client_certificate(_needs_root, tmp_path):
