@@ -1,16 +1,13 @@
-"""Pure arithmetic of the overlay: container MACs, address blocks, MTU."""
+"""Pure arithmetic of the overlay: container MACs and the MTU."""
 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
-from typing import Iterator, Optional
 
-from ipam.addr import IPAddress, IPNetwork
+from ipam.addr import IPAddress
 
 # VXLAN over UDP over IP: 50 bytes of headers on an IPv4 underlay, 70 on IPv6.
 VXLAN_OVERHEAD = {4: 50, 6: 70}
-BLOCK_PREFIX = {4: 26, 6: 122}  # 64 addresses: a host claims more when its blocks fill up
 
 
 def endpoint_mac(vni: int, ip: IPAddress) -> str:
@@ -31,23 +28,3 @@ def endpoint_mac(vni: int, ip: IPAddress) -> str:
 
 def overlay_mtu(underlay_mtu: int, underlay_version: int) -> int:
     return underlay_mtu - VXLAN_OVERHEAD[underlay_version]
-
-
-def block_prefix(subnet: IPNetwork) -> int:
-    """Blocks of 64 addresses, or the whole subnet when it is smaller."""
-    return max(BLOCK_PREFIX[subnet.version], subnet.prefixlen)
-
-
-def blocks(subnet: IPNetwork) -> Iterator[IPNetwork]:
-    return subnet.subnets(new_prefix=block_prefix(subnet))
-
-
-def block_of(subnet: IPNetwork, ip: IPAddress) -> IPNetwork:
-    return ipaddress.ip_network(f"{ip}/{block_prefix(subnet)}", strict=False)
-
-
-def first_host(subnet: IPNetwork) -> Optional[IPAddress]:
-    """The gateway Docker's IPAM would pick: the first usable address."""
-    for first in subnet.hosts():
-        return ipaddress.ip_address(str(first))
-    return None

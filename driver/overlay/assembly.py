@@ -15,15 +15,15 @@ from ..db import Database
 from ..errors import InvalidRequest
 from ..kernel import links
 from ..kernel.sysctl import Sysctl
+from ..cluster.etcd import ClusterUnavailable, Etcd, EtcdSettings
+from ..cluster.ipam_store import EtcdIpamStore
+from ..cluster.keys import Keys
+from ..cluster.membership import Membership
+from ..cluster.reclaim import Reaper
+from ..cluster.settings import ClusterSettings
 from .addressing import overlay_mtu
-from .cluster_ipam import EtcdIpamStore
-from .etcd import ClusterUnavailable, Etcd, EtcdSettings
-from .keys import Keys
-from .membership import Membership
 from .mode import OverlayMode, keep_verifying
 from .peers import Peers
-from .reclaim import Reaper
-from .settings import ClusterSettings
 
 log = logging.getLogger("pynet.cluster")
 

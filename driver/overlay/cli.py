@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..cli import table
-from .settings import NEEDS
+from ..cluster.settings import NEEDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

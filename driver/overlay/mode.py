@@ -38,11 +38,12 @@ from ..kernel import links, vxlan
 from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                     CreateNetworkRequest, DiscoveryRequest, Empty, EndpointInterface, EndpointRequest, JoinRequest,
                     JoinResponse, NetworkRequest, OperInfoResponse, ProgramExternalConnectivityRequest)
+from ..cluster import store as cluster_store
+from ..cluster.etcd import ClusterUnavailable, Etcd
+from ..cluster.keys import Keys
+from ..cluster.membership import Membership
 from . import store
 from .addressing import endpoint_mac
-from .etcd import ClusterUnavailable, Etcd
-from .keys import Keys
-from .membership import Membership
 from .peers import Peers
 
 log = logging.getLogger("pynet.overlay")
@@ -254,7 +255,7 @@ class OverlayMode:
             except ClusterUnavailable as exc:  # Docker's delete must not fail for it: later
                 log.warning("endpoint %s: its record stays in etcd until etcd is back (%s)",
                             naming.short(req.EndpointID), exc)
-                await self.db.write(lambda c: store.journal_unpublish(c, key.decode()))
+                await self.db.write(lambda c: cluster_store.journal_unpublish(c, key.decode()))
         return Empty()
 
     async def _unpublish(self, key: bytes) -> None:
@@ -267,10 +268,10 @@ class OverlayMode:
 
     async def replay_unpublish(self) -> int:
         """Records left in etcd while it was away: deleted now."""
-        keys = await self.db.read(store.pending_unpublish)
+        keys = await self.db.read(cluster_store.pending_unpublish)
         for key in keys:
             await self._unpublish(key.encode())
-            await self.db.write(partial(store.forget_unpublish, key=key))
+            await self.db.write(partial(cluster_store.forget_unpublish, key=key))
         return len(keys)
 
     async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:

@@ -21,8 +21,8 @@ from typing import Callable, Optional
 import aetcd
 
 from ..kernel import vxlan
-from .etcd import ClusterUnavailable, Etcd
-from .keys import Keys
+from ..cluster.etcd import ClusterUnavailable, Etcd
+from ..cluster.keys import Keys
 
 log = logging.getLogger("pynet.cluster")
 

@@ -14,9 +14,10 @@ from prometheus_client.core import GaugeMetricFamily
 
 from ..metrics import BUCKETS, Metrics
 from ..registry import Command, ModeHost, ModeSpec, Running, Settings
-from . import settings, store
+from ..cluster import settings, store as cluster_store
+from . import store
 from .cli import add_arguments as cluster_arguments, cmd_cluster
-from .settings import ClusterSettings
+from ..cluster.settings import ClusterSettings
 
 if TYPE_CHECKING:
     from .assembly import Cluster
@@ -47,7 +48,7 @@ async def health(cluster: "Cluster") -> tuple[str, str]:
 
 
 def add_routes(cluster: "Cluster", app: web.Application) -> None:
-    from .etcd import ClusterUnavailable
+    from ..cluster.etcd import ClusterUnavailable
     from .views import cluster_view
 
     async def view(_: web.Request) -> web.Response:
@@ -100,7 +101,7 @@ def add_metrics(cluster: "Cluster", metrics: Metrics) -> None:
 
 SPEC = ModeSpec(
     "overlay", "one network across hosts: a bridge on each, joined by VXLAN", start, builds_on=("bridge",),
-    schema=(store.SCHEMA,),
+    schema=(cluster_store.SCHEMA, store.SCHEMA),
     settings=Settings(settings.add_arguments, settings.from_args, settings.NEEDS),
     ipam_needs=settings.NEEDS,
     commands=(Command("cluster", "the overlay's cluster: hosts, networks, blocks, and this host's peers",

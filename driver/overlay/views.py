@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from ..kernel import vxlan
-from .keys import subnet_of_key
+from ..cluster.keys import subnet_of_key
 
 if TYPE_CHECKING:
     from .assembly import Cluster

@@ -10,11 +10,11 @@ import secrets
 import pytest
 
 from driver.db import Database
-from driver.overlay import store
-from driver.overlay.cluster_ipam import EtcdIpamStore
-from driver.overlay.etcd import ClusterUnavailable, Etcd, EtcdSettings
-from driver.overlay.keys import Keys
-from driver.overlay.membership import Membership
+from driver.cluster import store
+from driver.cluster.etcd import ClusterUnavailable, Etcd, EtcdSettings
+from driver.cluster.ipam_store import EtcdIpamStore
+from driver.cluster.keys import Keys
+from driver.cluster.membership import Membership
 from ipam.errors import AddressInUse, InvalidRequest
 from ipam.service import CLUSTER_OPTION, IpamService
 from ipam.store import sqlite as ipam_store

@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 
 from driver.kernel.sysctl import Sysctl
-from driver.overlay.addressing import block_of, blocks, endpoint_mac, first_host, overlay_mtu
+from driver.cluster.blocks import block_of, blocks, first_host
+from driver.overlay.addressing import endpoint_mac, overlay_mtu
 from driver.overlay.assembly import raise_neighbour_limits
-from driver.overlay.keys import Keys
+from driver.cluster.keys import Keys
 from driver.overlay.mode import differences
-from driver.overlay.reclaim import cooling, reclaimed
+from driver.cluster.reclaim import cooling, reclaimed
 
 A, N = ipaddress.ip_address, ipaddress.ip_network
 

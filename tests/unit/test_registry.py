@@ -14,7 +14,7 @@ from driver.cli import all_commands
 from driver.config import add_serve_arguments, config_from_args
 from driver.errors import InvalidRequest
 from driver.modes import GENERIC, MODE, Modes
-from driver.overlay.settings import ClusterSettings
+from driver.cluster.settings import ClusterSettings
 from driver.registry import ModeSpec, Running
 
 from .fakes import build_harness
@@ -57,8 +57,8 @@ def test_the_generic_files_import_no_mode():
         tree = ast.parse((ROOT / "driver" / name).read_text())
         imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
-        assert [m for m in imported if m.split(".")[0] in ("bridge", "overlay")
-                or m.startswith(("driver.bridge", "driver.overlay"))] == [], name
+        assert [m for m in imported if m.split(".")[0] in ("bridge", "overlay", "cluster")
+                or m.startswith(("driver.bridge", "driver.overlay", "driver.cluster"))] == [], name
 
 
 def parse(*argv: str):

@@ -27,7 +27,7 @@ from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted
 
 from ..db import Database
 from . import store
-from .addressing import block_of, blocks, first_host
+from .blocks import block_of, blocks, first_host
 from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys, subnet_of_key
 from .membership import Membership
