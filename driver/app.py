@@ -86,21 +86,23 @@ async def assemble(config: Config, db: Database, ipr: AsyncIPRoute, firewall: Fi
     fakes share."""
     defaults = parse_default_pools(config.default_pools)
     host = ModeHost(config, db, ipr, firewall, sysctl)
-    off: dict[str, str] = {}
+    needs: dict[str, str] = {}  # what turns on each mode or part that is off here
     for spec in registry.specs():
         settings = config.modes.get(spec.name)
         if spec.settings is not None and settings is None:
-            off[spec.name] = spec.settings.needs
+            needs[spec.name] = spec.settings.needs
         elif missing := [name for name in spec.builds_on if name not in host.started]:
-            off[spec.name] = f"the modes it builds on ({', '.join(missing)})"
+            needs[spec.name] = " and ".join(needs.get(name, name) for name in missing)
         else:
             host.started[spec.name] = await spec.start(host, settings)
-    modes = Modes({name: running.mode for name, running in host.started.items()}, DEFAULT_MODE, off)
+    modes = Modes({name: running.mode for name, running in host.started.items() if running.mode is not None},
+                  DEFAULT_MODE, {spec.name: needs[spec.name] for spec in registry.specs()
+                                 if spec.mode and spec.name in needs})
     shared = next((r.ipam_store for r in host.started.values() if r.ipam_store is not None), None)
-    needs = " or ".join(spec.ipam_needs for spec in registry.specs() if spec.ipam_needs) or "a mode that keeps them"
+    shared_needs = " or ".join(s.ipam_needs for s in registry.specs() if s.ipam_needs) or "a mode that keeps them"
     ipam = IpamService(ipam_store.SqliteIpamStore(db), defaults, host_routes=lambda: links.host_routes(ipr),
                        holder_of=modes.holder_of, network_using=modes.network_using,
-                       on_release=modes.address_released, shared=shared, shared_needs=needs)
+                       on_release=modes.address_released, shared=shared, shared_needs=shared_needs)
     await ipam.load()
     reconciler = Reconciler([r.reconciliation for r in host.started.values() if r.reconciliation], firewall,
                             ipam.unheld, ipam.release_in, min_age=config.stale_after)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .reconcile import ReconciledMode
 
 # The packages that register a mode, in the order their modes start.
-MODE_PACKAGES = ("driver.bridge", "driver.overlay")
+MODE_PACKAGES = ("driver.bridge", "driver.cluster", "driver.overlay")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class ModeHost:
 @dataclass
 class Running:
     """A started mode: what Docker's calls go to, and what it adds to pynet."""
-    mode: "NetworkMode"
+    mode: Optional["NetworkMode"]  # None: a part other modes build on (ModeSpec.mode False)
     reconciliation: Optional["ReconciledMode"] = None  # what reconciliation and `pynet doctor` ask of it
     # Work while pynet serves; started after the first answer, stopped after the last.
     tasks: Optional[Callable[[], AsyncIterator[None]]] = None
@@ -78,6 +78,7 @@ class Running:
     # Where the pools of cluster networks are kept, if this mode keeps them (the IPAM
     # service asks it about every pool that names a cluster network).
     ipam_store: Optional["SharedIpamStore"] = None
+    parts: Any = None  # what a mode built on this one uses (its builds_on), as its package declares it
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class ModeSpec:
     name: str  # the value of -o pynet.mode
     summary: str  # one line: what a network of this mode is
     start: Callable[[ModeHost, Any], Awaitable[Running]]  # (host, its settings) -> the running mode
+    mode: bool = True  # False: a part that modes build on (the cluster), no value of pynet.mode
     builds_on: tuple[str, ...] = ()  # modes it needs started first; its networks are asked about first
     schema: tuple["Schema", ...] = ()  # its tables in the state database
     settings: Optional[Settings] = None  # none: always on, with no flags of its own

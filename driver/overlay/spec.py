@@ -1,108 +1,62 @@
-"""The overlay mode's entry in the registry: on with the cluster settings,
-built on the bridge mode (each overlay network is a bridge network plus a
-VXLAN device), with the cluster's background work, health, debug endpoints,
-metrics and the `pynet cluster` command."""
+"""The overlay mode's entry in the registry: built on the bridge mode (each
+overlay network is a bridge network plus a VXLAN device) and on the
+cluster, with the peer watch, the cluster view and the `pynet cluster`
+command."""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Iterable, cast
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import Histogram
 
 from ..metrics import BUCKETS, Metrics
-from ..registry import Command, ModeHost, ModeSpec, Running, Settings
-from ..cluster import settings, store as cluster_store
+from ..registry import Command, ModeHost, ModeSpec, Running
 from . import store
 from .cli import add_arguments as cluster_arguments, cmd_cluster
-from ..cluster.settings import ClusterSettings
 
 if TYPE_CHECKING:
-    from .assembly import Cluster
+    from .assembly import Overlay
 
 
-async def start(host: ModeHost, config: ClusterSettings) -> Running:
-    # The etcd client is a heavy import: only where the cluster is on.
-    from .assembly import cluster_tasks, open_cluster
-    from .repair import OverlayReconciliation
+async def start(host: ModeHost, _settings: None) -> Running:
     from ..bridge.api import BridgeNetworks
-    bridge = cast(BridgeNetworks, host.started["bridge"].mode)  # what builds_on=("bridge",) started
-    cluster = await open_cluster(config, host.db, host.ipr, host.sysctl, bridge)
+    from ..cluster.assembly import Cluster
+    from .assembly import open_overlay, overlay_tasks
+    from .repair import OverlayReconciliation
+    # What builds_on=("bridge", "cluster") started.
+    bridge = cast(BridgeNetworks, host.started["bridge"].mode)
+    cluster = cast(Cluster, host.started["cluster"].parts)
+    overlay = await open_overlay(cluster, host.db, host.ipr, host.sysctl, bridge)
     # With the bridge mode's, which covers every bridge and veth, overlay ones included.
-    reconciliation = OverlayReconciliation(cluster.mode)
-    return Running(cluster.mode, reconciliation, tasks=partial(cluster_tasks, cluster), health=partial(health, cluster),
-                   routes=partial(add_routes, cluster), metrics=partial(add_metrics, cluster),
-                   ipam_store=cluster.ipam)
+    reconciliation = OverlayReconciliation(overlay.mode)
+    return Running(overlay.mode, reconciliation, tasks=partial(overlay_tasks, overlay),
+                   routes=partial(add_routes, overlay), metrics=partial(add_metrics, overlay))
 
 
-async def health(cluster: "Cluster") -> tuple[str, str]:
-    # etcd away is degraded, not down: running containers and single-host networks work.
-    membership = cluster.membership
-    if not membership.alive.is_set():
-        return "cluster", (f"degraded: host {membership.host} is not registered with etcd at"
-                           f" {cluster.etcd.settings.describe()}: new endpoints on cluster networks fail;"
-                           " running containers and single-host networks are unaffected")
-    return "cluster", f"ok (host {membership.host}, epoch {membership.epoch}, VTEP {membership.vtep})"
-
-
-def add_routes(cluster: "Cluster", app: web.Application) -> None:
+def add_routes(overlay: "Overlay", app: web.Application) -> None:
     from ..cluster.etcd import ClusterUnavailable
     from .views import cluster_view
 
     async def view(_: web.Request) -> web.Response:
         try:
-            return web.json_response(await cluster_view(cluster))
+            return web.json_response(await cluster_view(overlay))
         except ClusterUnavailable as exc:
             return web.json_response({"Err": str(exc)}, status=503)
 
-    async def remove_host(request: web.Request) -> web.Response:
-        body = await request.json()
-        host = body.get("host") if isinstance(body, dict) else None
-        if not isinstance(host, str) or not host:
-            return web.json_response({"Err": "remove-host needs {\"host\": NAME}"}, status=400)
-        try:
-            return web.json_response({"done": await cluster.reaper.remove(host)})
-        except (ValueError, ClusterUnavailable) as exc:
-            return web.json_response({"Err": str(exc)}, status=409)
-
     app.router.add_get("/debug/cluster", view)
-    app.router.add_post("/debug/cluster/remove-host", remove_host)
 
 
-class _Registered:
-    def __init__(self, cluster: "Cluster") -> None:
-        self.cluster = cluster
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        yield GaugeMetricFamily("pynet_cluster_registered", "1 when this host is registered with etcd",
-                                value=1 if self.cluster.membership.alive.is_set() else 0)
-
-
-def add_metrics(cluster: "Cluster", metrics: Metrics) -> None:
-    """etcd up, its call latency and count, publish-to-programmed."""
-    calls = Counter("pynet_cluster_etcd_requests", "Requests pynet made to etcd", ["call", "outcome"],
-                    registry=metrics.registry)
-    latency = Histogram("pynet_cluster_etcd_request_duration_seconds", "Time of an etcd request", ["call"],
-                        buckets=BUCKETS, registry=metrics.registry)
+def add_metrics(overlay: "Overlay", metrics: Metrics) -> None:
     programmed = Histogram("pynet_cluster_publish_to_programmed_seconds",
                            "From a remote endpoint's publication in etcd to its entries in this host's kernel",
                            buckets=BUCKETS, registry=metrics.registry)
-    metrics.registry.register(_Registered(cluster))
-
-    def observe_etcd(call: str, seconds: float, ok: bool) -> None:
-        calls.labels(call, "ok" if ok else "unavailable").inc()
-        latency.labels(call).observe(seconds)
-
-    cluster.etcd.observer = observe_etcd
-    cluster.peers.on_programmed = programmed.observe
+    overlay.peers.on_programmed = programmed.observe
 
 
 SPEC = ModeSpec(
-    "overlay", "one network across hosts: a bridge on each, joined by VXLAN", start, builds_on=("bridge",),
-    schema=(cluster_store.SCHEMA, store.SCHEMA),
-    settings=Settings(settings.add_arguments, settings.from_args, settings.NEEDS),
-    ipam_needs=settings.NEEDS,
+    "overlay", "one network across hosts: a bridge on each, joined by VXLAN", start,
+    builds_on=("bridge", "cluster"), schema=(store.SCHEMA,),
     commands=(Command("cluster", "the overlay's cluster: hosts, networks, blocks, and this host's peers",
                       cluster_arguments, cmd_cluster),))

@@ -14,11 +14,12 @@ from ..kernel import vxlan
 from ..cluster.keys import subnet_of_key
 
 if TYPE_CHECKING:
-    from .assembly import Cluster
+    from .assembly import Overlay
 
 
-async def cluster_view(cluster: "Cluster") -> dict:
-    etcd, keys = cluster.etcd, cluster.membership.keys
+async def cluster_view(overlay: "Overlay") -> dict:
+    cluster = overlay.cluster
+    etcd, keys = cluster.etcd, cluster.keys
     alive = {keys.parts(k)[1]: json.loads(v) for k, v in (await etcd.get_prefix(keys.all("hosts")))[0]}
     epochs = {keys.parts(k)[1]: int(v) for k, v in (await etcd.get_prefix(keys.all("epochs")))[0]}
     now = time.time()
@@ -34,23 +35,23 @@ async def cluster_view(cluster: "Cluster") -> dict:
         parts = keys.parts(key)
         blocks[parts[1]][json.loads(value).get("host", "?")].append(subnet_of_key(parts[2]))
     networks = []
-    local = {n.name: n for n in cluster.mode.networks.values()}
+    local = {n.name: n for n in overlay.mode.networks.values()}
     for key, value in (await etcd.get_prefix(keys.all("networks")))[0]:
         name, definition = keys.parts(key)[1], json.loads(value)
         entry = {"name": name, **definition, "blocks": {h: sorted(b) for h, b in blocks[name].items()},
                  "here": name in local}
         if name in local:
             entry["device"] = local[name].device
-            entry["peers"] = await _peers(cluster, name, local[name].device)
+            entry["peers"] = await _peers(overlay, name, local[name].device)
         networks.append(entry)
     return {"host": cluster.membership.host, "registered": cluster.membership.alive.is_set(),
             "etcd": cluster.etcd.settings.describe(), "hosts": hosts, "networks": networks}
 
 
-async def _peers(cluster: "Cluster", name: str, device: str) -> list[dict]:
-    neigh, fdb = await vxlan.peers(cluster.peers.ipr, device)
+async def _peers(overlay: "Overlay", name: str, device: str) -> list[dict]:
+    neigh, fdb = await vxlan.peers(overlay.peers.ipr, device)
     out = []
-    wanted = cluster.peers.wanted(name)
+    wanted = overlay.peers.wanted(name)
     for ip, peer in sorted(wanted.items()):
         out.append({"ip": ip, "mac": peer.mac, "vtep": peer.vtep,
                     "in_kernel": neigh.get(ip) == peer.mac and fdb.get(peer.mac) == peer.vtep})

@@ -31,8 +31,9 @@ async def _start(host, settings) -> Running:
 
 def test_modes_start_after_what_they_build_on():
     names = [spec.name for spec in registry.specs()]
-    assert names[:2] == ["bridge", "overlay"] and names.index("bridge") < names.index("overlay")
+    assert names[:3] == ["bridge", "cluster", "overlay"]
     assert all(spec.name not in spec.builds_on for spec in registry.specs())
+    assert [spec.name for spec in registry.specs() if not spec.mode] == ["cluster"]  # a part, not a mode
 
 
 def test_a_circle_of_modes_is_refused(monkeypatch):
@@ -68,9 +69,9 @@ def parse(*argv: str):
 
 
 def test_each_mode_brings_its_settings():
-    assert parse().modes == {"overlay": None}
+    assert parse().modes == {"cluster": None}
     config = parse("--etcd-endpoints", "127.0.0.1:2379", "--vtep", "198.18.0.1", "--cluster-host", "a")
-    assert config.modes["overlay"] == ClusterSettings(("127.0.0.1:2379",), cluster_host="a", vtep="198.18.0.1")
+    assert config.modes["cluster"] == ClusterSettings(("127.0.0.1:2379",), cluster_host="a", vtep="198.18.0.1")
     with pytest.raises(ValueError, match="--etcd-endpoints needs --vtep"):
         parse("--etcd-endpoints", "127.0.0.1:2379")
 
@@ -82,7 +83,8 @@ def test_each_mode_brings_its_commands():
 async def test_a_mode_that_is_off_is_refused_with_what_turns_it_on(tmp_path, monkeypatch):
     h = await build_harness(tmp_path, monkeypatch)
     try:
-        assert list(h.modes.modes) == ["bridge"] and "overlay" in h.modes.off
+        # The cluster is off, so is the overlay that builds on it; the cluster is no mode to ask for.
+        assert list(h.modes.modes) == ["bridge"] and set(h.modes.off) == {"overlay"}
         req = wire.CreateNetworkRequest(NetworkID=NID, Options={GENERIC: {MODE: "overlay"}})
         with pytest.raises(InvalidRequest, match=r"-o pynet.mode=overlay needs pynet's cluster settings"
                                                  r" \(--etcd-endpoints and --vtep"):
