@@ -72,8 +72,10 @@ class Pynet:
             raise ClientError(f"GET {path}: HTTP {status}: {body}")
         return body
 
-    async def post(self, path: str, body: Any = None) -> Any:
+    async def post(self, path: str, body: Any = None, missing: Any = _RAISE) -> Any:
         status, reply = await _request(self.socket, "POST", path, body if body is not None else {})
+        if status == 404 and missing is not _RAISE:
+            return missing
         if status != 200:
             raise ClientError(f"POST {path}: {reply.get('Err') if isinstance(reply, dict) else reply}")
         return reply

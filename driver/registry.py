@@ -84,7 +84,6 @@ class Running:
 @dataclass(frozen=True)
 class ModeSpec:
     name: str  # the value of -o pynet.mode
-    summary: str  # one line: what a network of this mode is
     start: Callable[[ModeHost, Any], Awaitable[Running]]  # (host, its settings) -> the running mode
     mode: bool = True  # False: a part that modes build on (the cluster), no value of pynet.mode
     builds_on: tuple[str, ...] = ()  # modes it needs started first; its networks are asked about first

@@ -221,7 +221,9 @@ class IpamService:
 
     async def release_pool(self, req: ReleasePoolRequest) -> Empty:
         if self.shared is not None and self.shared.holds_pool(req.PoolID):
-            await self.shared.release_pool(req.PoolID)
+            async with self._shared_locks.setdefault(req.PoolID, asyncio.Lock()):
+                await self.shared.release_pool(req.PoolID)
+            self._shared_locks.pop(req.PoolID, None)
             return Empty()
         pool = self.pools.pop(req.PoolID, None)
         if pool is None:
@@ -306,12 +308,10 @@ class IpamService:
 
     async def release_address(self, req: ReleaseAddressRequest) -> Empty:
         if self.shared is not None and self.shared.holds_pool(req.PoolID):
-            addr = _released_address(req)
-            subnet = self.shared.subnet(req.PoolID)
+            # No on_release here: an endpoint of a cluster network is also a record in
+            # etcd, which only its mode removes; the modes' reconciliation covers those.
             async with self._shared_locks.setdefault(req.PoolID, asyncio.Lock()):
-                released = await self.shared.release(req.PoolID, addr)
-            if released and subnet is not None and self._on_release is not None:
-                await self._on_release(subnet, addr)
+                await self.shared.release(req.PoolID, _released_address(req))
             return Empty()
         pool = self.pools.get(req.PoolID)
         if pool is None:

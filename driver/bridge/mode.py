@@ -157,11 +157,21 @@ class BridgeMode:
 
     async def ensure_network_kernel(self, net: store.Network, with_rules: bool = True) -> bool:
         """The network's set-up steps (setup.py), then those another mode added;
-        whether the bridge was created. On failure removes what it created, and raises."""
-        async with Rollback(f"network {naming.short(net.network_id)}") as undo:
-            build = Build(net, self.ipr, self.firewall, self.sysctl, undo,
-                          saved=self.networks.get(net.network_id) is net, with_rules=with_rules)
-            await run_steps([*NETWORK_STEPS, *self._added_steps.get(net.network_id, ())], build)
+        whether the bridge was created. On failure removes what it created, and raises.
+
+        A new network is all or nothing. A saved one (a repeat, a repair) keeps
+        its bridge whatever the added steps do: they undo only their own work,
+        so a VXLAN device that cannot be made never takes the bridge away from
+        the containers of this host."""
+        saved = self.networks.get(net.network_id) is net
+        added = self._added_steps.get(net.network_id, [])
+        what = f"network {naming.short(net.network_id)}"
+        async with Rollback(what) as undo:
+            build = Build(net, self.ipr, self.firewall, self.sysctl, undo, saved=saved, with_rules=with_rules)
+            await run_steps([*NETWORK_STEPS, *([] if saved else added)], build)
+        if saved and added:
+            async with Rollback(what) as build.undo:
+                await run_steps(added, build)
         return build.created
 
     # --- what a mode built on bridge networks uses (api.py) ------------------

@@ -20,5 +20,5 @@ async def start(host: ModeHost, _settings: None) -> Running:
                    uses_ipv6=lambda: any(n.ipv6 for n in driver.networks.values()))
 
 
-SPEC = ModeSpec("bridge", "a Linux bridge per network on this host", start,
+SPEC = ModeSpec("bridge", start,
                 schema=(store.SCHEMA, store.migrate))

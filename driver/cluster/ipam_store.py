@@ -23,7 +23,7 @@ from functools import partial
 from typing import Optional
 
 from ipam.addr import IPAddress, IPNetwork
-from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted
+from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted, PoolNotFound
 
 from ..db import Database
 from . import store
@@ -104,16 +104,22 @@ class EtcdIpamStore:
 
     # --- addresses (the IPAM service has each pool's claims take turns) ----------------
 
+    def _pool(self, pool_id: str) -> store.PoolRecord:
+        pool = self.pools.get(pool_id)
+        if pool is None:  # released while the claim waited its turn
+            raise PoolNotFound(f"pool {pool_id!r} not found (was it released?)")
+        return pool
+
     async def gateway(self, pool_id: str, asked: Optional[IPAddress]) -> IPAddress:
-        pool = self.pools[pool_id]
+        pool = self._pool(pool_id)
         return await self._hold(pool, await self._gateway(pool, ipaddress.ip_network(pool.subnet), asked), "gateway")
 
     async def claim(self, pool_id: str, addr: IPAddress) -> None:
-        pool = self.pools[pool_id]
+        pool = self._pool(pool_id)
         await self._hold(pool, await self._claim_static(pool, addr), "static")
 
     async def claim_next(self, pool_id: str) -> IPAddress:
-        pool = self.pools[pool_id]
+        pool = self._pool(pool_id)
         return await self._hold(pool, await self._claim_next(pool, ipaddress.ip_network(pool.subnet)), "dynamic")
 
     async def _hold(self, pool: store.PoolRecord, addr: IPAddress, kind: str) -> IPAddress:

@@ -82,7 +82,7 @@ def add_metrics(cluster: "Cluster", metrics: Metrics) -> None:
 
 
 SPEC = ModeSpec(
-    "cluster", "what the hosts of a cluster agree on, in etcd", start, mode=False,
+    "cluster", start, mode=False,
     schema=(store.SCHEMA,),
     settings=Settings(settings.add_arguments, settings.from_args, settings.NEEDS),
     ipam_needs=settings.NEEDS)

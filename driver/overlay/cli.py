@@ -16,12 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def cmd_cluster(ctx, args) -> int:
     if args.remove_host:
-        print((await ctx.pynet.post("/debug/cluster/remove-host", {"host": args.remove_host}))["done"])
-        return 0
-    data = await ctx.pynet.get("/debug/cluster", missing=None)
-    if data is None:
+        data = await ctx.pynet.post("/debug/cluster/remove-host", {"host": args.remove_host}, missing=None)
+    else:
+        data = await ctx.pynet.get("/debug/cluster", missing=None)
+    if data is None:  # no such endpoint: the cluster is off
         print(f"pynet: this pynet runs without {NEEDS}", file=sys.stderr)
         return 2
+    if args.remove_host:
+        print(data["done"])
+        return 0
     if "Err" in data:
         print(f"pynet: {data['Err']}", file=sys.stderr)
         return 2

@@ -165,7 +165,7 @@ class OverlayMode:
         await links.delete_owned_link(self.ipr, net.device, _alias(net))
 
     async def ensure_device(self, net: OverlayNetwork) -> None:
-        """The device back where it went missing: the network's set-up steps again."""
+        """The device there, on its bridge, up: the network's set-up steps again."""
         await self.bridge.set_up_again(net.network_id)
 
     async def _agree(self, name: str, ours: dict, nid: str) -> dict:
@@ -306,8 +306,7 @@ class OverlayMode:
     async def verify(self) -> None:
         """Every overlay network's VXLAN device present, and its peers as the cluster says."""
         for net in list(self.networks.values()):
-            if links.link_index(self.ipr, net.device) is None:
-                await self.ensure_device(net)
+            await self.ensure_device(net)  # there, on its bridge, up
         await self.peers.verify()
 
 

@@ -56,7 +56,7 @@ def add_metrics(overlay: "Overlay", metrics: Metrics) -> None:
 
 
 SPEC = ModeSpec(
-    "overlay", "one network across hosts: a bridge on each, joined by VXLAN", start,
+    "overlay", start,
     builds_on=("bridge", "cluster"), schema=(store.SCHEMA,),
     commands=(Command("cluster", "the overlay's cluster: hosts, networks, blocks, and this host's peers",
                       cluster_arguments, cmd_cluster),))

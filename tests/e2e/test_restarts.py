@@ -127,11 +127,14 @@ def test_chaos_pynet_killed_during_churn(host, scenario):
     kill_at = [30 * i + rng.randint(-8, 8) for i in range(1, 8)]  # 7 kills, the last before op 220
     gate = threading.Condition()
     live: dict[str, str] = {}  # container -> network
-    stats = {"ops": 0, "failed": 0, "limit": kill_at[0], "ended": 0}
+    stats = {"ops": 0, "failed": 0, "limit": kill_at[0], "ended": 0, "broken": 0}
 
     def worker(seed: int) -> None:
         try:
             churn(random.Random(seed))
+        except BaseException:
+            stats["broken"] = 1  # the others stop at their next operation: fail fast
+            raise
         finally:
             with gate:
                 stats["ended"] += 1
@@ -140,8 +143,8 @@ def test_chaos_pynet_killed_during_churn(host, scenario):
     def churn(r: random.Random) -> None:
         while True:
             with gate:
-                gate.wait_for(lambda: stats["ops"] < stats["limit"] or stats["ops"] >= total)
-                if stats["ops"] >= total:
+                gate.wait_for(lambda: stats["ops"] < stats["limit"] or stats["ops"] >= total or stats["broken"])
+                if stats["ops"] >= total or stats["broken"]:
                     return
                 stats["ops"] += 1
                 gate.notify_all()

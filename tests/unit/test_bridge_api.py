@@ -46,6 +46,22 @@ async def test_an_added_step_runs_on_the_bridge_at_creation_repeat_and_repair(tm
         await h.close()
 
 
+async def test_a_repair_keeps_the_bridge_when_an_added_step_fails(tmp_path, monkeypatch):
+    """A saved network: its bridge serves this host's containers whatever the added step does."""
+    h = await build_harness(tmp_path, monkeypatch)
+    try:
+        nid, runs = _id("net"), []
+        await h.driver.create_network(create(nid))
+        h.driver.extend(nid, recording(runs, fail=True))
+        h.ipr.links.pop(naming.bridge_name(nid))  # a reboot took it
+        with pytest.raises(OSError):
+            await h.driver.set_up_again(nid)
+        assert runs[-1] == ("undone", 0)  # the step's own undo ran
+        assert naming.bridge_name(nid) in h.ipr.links and nid in h.driver.networks
+    finally:
+        await h.close()
+
+
 async def test_a_failing_added_step_undoes_the_network(tmp_path, monkeypatch):
     h = await build_harness(tmp_path, monkeypatch)
     try:

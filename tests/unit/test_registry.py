@@ -39,17 +39,17 @@ def test_modes_start_after_what_they_build_on():
 def test_a_circle_of_modes_is_refused(monkeypatch):
     monkeypatch.setattr(registry, "MODE_PACKAGES", ())
     monkeypatch.setattr(registry, "_specs", {})
-    registry.register(ModeSpec("a", "", _start, builds_on=("b",)))
-    registry.register(ModeSpec("b", "", _start, builds_on=("a",)))
+    registry.register(ModeSpec("a", _start, builds_on=("b",)))
+    registry.register(ModeSpec("b", _start, builds_on=("a",)))
     with pytest.raises(ValueError, match="circle: a -> b -> a"):
         registry.specs()
 
 
 def test_a_mode_registered_twice_is_refused(monkeypatch):
     monkeypatch.setattr(registry, "_specs", {})
-    registry.register(ModeSpec("a", "", _start))
+    registry.register(ModeSpec("a", _start))
     with pytest.raises(ValueError, match="registered twice"):
-        registry.register(ModeSpec("a", "", _start))
+        registry.register(ModeSpec("a", _start))
 
 
 def test_the_generic_files_import_no_mode():

@@ -32,8 +32,10 @@ KNOWN = {"etcd", "etcdctl", "iperf3", "debootstrap", "docker", "dockerd", "docke
 # Calls whose first argument is a program (argv spread as arguments).
 RUNNERS = {"run", "sh", "exec", "Popen", "check_output", "check_call", "call", "create_subprocess_exec",
            "netns_exec", "which"}
-# Programs that run another one: how many arguments each takes before it, by option.
-WRAPPERS = {"nsenter", "unshare", "chroot", "ip", "timeout"}
+# Programs that run another one after their options; the options of theirs that take a value.
+WRAPPERS = {"nsenter", "unshare", "chroot", "timeout"}
+VALUE_OPTIONS = {"-t", "--target", "--propagation", "-S", "--setuid", "-G", "--setgid", "-w", "--wd",
+                 "-R", "--root", "-s", "--signal", "-k", "--kill-after"}
 PROGRAM_NAME = re.compile(r"[a-z][a-z0-9._+-]*")
 
 
@@ -47,22 +49,34 @@ def _texts(node: ast.expr) -> list[str]:
 
 
 def _wrapped(argv: list[ast.expr]) -> list[str]:
-    """The programs an argv runs: its head, and what a wrapper at its head runs."""
+    """The programs an argv runs: its head, and what a wrapper at its head runs.
+    A spread prefix (`[*enter(), "unshare", ...]`) is a wrapper of the code's own."""
+    while argv and isinstance(argv[0], ast.Starred):
+        argv = argv[1:]
     heads = _texts(argv[0]) if argv else []
     found = list(heads)
+    rest = argv[1:]
+    if heads[:1] == ["ip"]:  # ip netns exec NS PROGRAM ...
+        if [t for a in rest[:2] for t in _texts(a)] == ["netns", "exec"] and len(rest) >= 4:
+            return found + _wrapped(rest[3:])
+        return found
     if not heads or heads[0] not in WRAPPERS:
         return found
-    rest = argv[1:]
-    if heads[0] == "ip":  # ip netns exec NS PROGRAM ...
-        if [t for a in rest[:2] for t in _texts(a)] != ["netns", "exec"] or len(rest) < 4:
-            return found
-        return found + _wrapped(rest[3:])
-    # nsenter/unshare/chroot/timeout OPTIONS... PROGRAM: options start with "-" and
-    # any value that is not a constant belongs to the option before it.
+    # WRAPPER OPTIONS... PROGRAM: an option may take the next argument as its value;
+    # timeout's first operand is its duration, chroot's its new root.
+    skip, operands_first = False, heads[0] in ("timeout", "chroot")
     for i, arg in enumerate(rest):
         texts = _texts(arg)
-        if texts and not texts[0].startswith("-") and i > 0:
-            return found + _wrapped(rest[i:])
+        if skip or not texts:  # an option's value, or a value the code computes
+            skip = False
+            continue
+        if texts[0].startswith("-"):
+            skip = texts[0] in VALUE_OPTIONS
+            continue
+        if operands_first:
+            operands_first = False
+            continue
+        return found + _wrapped(rest[i:])
     return found
 
 
@@ -94,8 +108,8 @@ def listed_packages() -> set[str]:
 
 
 def _dpkg(*args: str) -> str:
-    proc = subprocess.run(["dpkg-query", *args], capture_output=True, text=True, timeout=60)
-    return proc.stdout if proc.returncode == 0 else ""
+    """What dpkg-query prints; it exits 1 when any one name is unknown, and prints the rest."""
+    return subprocess.run(["dpkg-query", *args], capture_output=True, text=True, timeout=60).stdout
 
 
 @cache
@@ -163,7 +177,11 @@ def test_the_scan_sees_through_wrappers():
     code = ('run("ip", "netns", "exec", ns, "etcdctl", "get")\n'
             'subprocess.Popen(["nsenter", "-t", pid, "-n", "iperf3", "-s"])\n'
             'x = ["nsenter", "--net=/run/netns/a", "unshare", "-m", "dockerd", "-H", sock]\n'
-            'ns.exec("iptables" if v == 4 else "ip6tables", "-S")\n')
+            'ns.exec("iptables" if v == 4 else "ip6tables", "-S")\n'
+            'y = [*self.enter(), "unshare", "-m", "--propagation", "private", "curl", "-s"]\n'
+            'z = ["unshare", "tar", "-x"]\n'
+            'w = ["nsenter", "-t", "1", "-n", "ss", "-ltn"]\n'
+            'v = ["timeout", "5", "bridge", "link"]\n')
     found = []
     for node in ast.walk(ast.parse(code)):
         if isinstance(node, ast.List):
@@ -171,4 +189,5 @@ def test_the_scan_sees_through_wrappers():
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in RUNNERS:
             found += _wrapped(node.args)
     assert sorted(found) == sorted(["ip", "etcdctl", "nsenter", "iperf3", "nsenter", "unshare", "dockerd",
-                                    "iptables", "ip6tables"])
+                                    "iptables", "ip6tables", "unshare", "curl", "unshare", "tar",
+                                    "nsenter", "ss", "timeout", "bridge"])
