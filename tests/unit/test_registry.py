@@ -36,6 +36,12 @@ def test_modes_start_after_what_they_build_on():
     assert [spec.name for spec in registry.specs() if not spec.mode] == ["cluster"]  # a part, not a mode
 
 
+def test_the_order_does_not_follow_the_order_of_imports(monkeypatch):
+    specs = {spec.name: spec for spec in registry.specs()}
+    monkeypatch.setattr(registry, "_specs", {name: specs[name] for name in ("cluster", "overlay", "bridge")})
+    assert [spec.name for spec in registry.specs()][:3] == ["bridge", "cluster", "overlay"]
+
+
 def test_a_circle_of_modes_is_refused(monkeypatch):
     monkeypatch.setattr(registry, "MODE_PACKAGES", ())
     monkeypatch.setattr(registry, "_specs", {})
