@@ -38,15 +38,9 @@ def pool_usage(pool) -> dict:
             "utilisation": round(a.used_in_range / a.size, 4) if a.size else 0.0}
 
 
-def counts(reconciler: Reconciler) -> tuple[int, int]:
-    """(networks, endpoints) of every mode; a network two modes share counts once."""
-    networks = set().union(*(mode.known_networks() for mode in reconciler.modes))
-    return len(networks), sum(mode.counts()[1] for mode in reconciler.modes)
-
-
 def state_counts(reconciler: Reconciler, ipam: IpamService) -> dict:
     """What the state gauges need (read at scrape time)."""
-    networks, endpoints = counts(reconciler)
+    networks, endpoints = reconciler.counts()
     return {"networks": networks, "endpoints": endpoints, "pools": [pool_usage(p) for p in ipam.pools.values()]}
 
 
@@ -87,7 +81,7 @@ class DebugApi:
                 name, text = await running.health()
                 checks[name] = text
                 degraded = degraded or not text.startswith("ok")
-        networks, endpoints = counts(self.reconciler)
+        networks, endpoints = self.reconciler.counts()
         body = {"ready": ready, "degraded": degraded, "version": __version__, "checks": checks,
                 "uptime_seconds": round(time.monotonic() - self.started, 1),
                 "networks": networks, "endpoints": endpoints,

@@ -43,7 +43,7 @@ class ReconciledMode(Protocol):
     """What reconciliation asks of each network mode (the bridge's: bridge/repair.py)."""
 
     def counts(self) -> tuple[int, int]:
-        """(networks, endpoints) it holds."""
+        """(networks, endpoints) it holds, not counting those of a mode it builds on."""
         ...
 
     def known_networks(self) -> set[str]:
@@ -114,11 +114,15 @@ class Reconciler:
         if self.last:
             log.warning("reconcile: %s (%.2f s)", ", ".join(f"{n} {what}" for what, n in self.last.items()), took)
         else:
-            counts = [mode.counts() for mode in self.modes]
-            networks, endpoints = sum(n for n, _ in counts), sum(e for _, e in counts)
+            networks, endpoints = self.counts()
             log.info("reconcile: state, kernel and firewall agree (%d networks, %d endpoints, %.2f s)",
                      networks, endpoints, took)
         return self.last
+
+    def counts(self) -> tuple[int, int]:
+        """(networks, endpoints) of every mode; a mode built on another counts none twice."""
+        counts = [mode.counts() for mode in self.modes]
+        return sum(n for n, _ in counts), sum(e for _, e in counts)
 
     async def _pass(self, findings: list[Finding], repair: bool, full: bool = True) -> Counter:
         done: Counter = Counter()

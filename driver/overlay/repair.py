@@ -29,7 +29,7 @@ class OverlayReconciliation:
         self.mode = mode
 
     def counts(self) -> tuple[int, int]:
-        return len(self.mode.networks), 0
+        return 0, 0  # its networks and endpoints are the bridge mode's, counted there
 
     def known_networks(self) -> set[str]:
         return set(self.mode.networks)
