@@ -4,29 +4,34 @@ A mode that builds on bridge networks (the overlay: a bridge network on
 each host, joined by VXLAN) passes Docker's calls on to the bridge mode and
 adds set-up steps of its own to a network: they run after the bridge's
 steps, under the same Rollback, whenever the network is set up (its
-creation, a repeat, a repair after a reboot). It reads nothing else of the
-bridge mode: no records, no handles.
+creation, a repeat, a repair after a reboot). It may add firewall rules
+too, made from the network's policy: they stand before the network's own in
+its group, installed, checked and removed with them. It reads nothing else
+of the bridge mode: no records, no handles.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Optional, Protocol
 
+from ..chains import Rule
 from ..contract import NetworkApi
+from .network_rules import AddedRules, NetworkPolicy
 from .options import MTU as MTU_OPTION
 from .setup import Build, Step
 
-__all__ = ["BridgeNetworks", "Build", "MTU_OPTION", "Step"]
+__all__ = ["AddedRules", "BridgeNetworks", "Build", "MTU_OPTION", "NetworkPolicy", "Rule", "Step"]
 
 
 class BridgeNetworks(NetworkApi, Protocol):
-    def extend(self, network_id: str, step: Step) -> None:
-        """Run `step` too whenever the network is set up, from now on (in memory:
-        the mode that adds it adds it again when it loads)."""
+    def extend(self, network_id: str, step: Optional[Step] = None, rules: Optional[AddedRules] = None) -> None:
+        """Run `step` too whenever the network is set up, and put `rules(policy)` before
+        the network's own rules, from now on (in memory: the mode that adds them adds
+        them again when it loads, before the firewall's first check)."""
         ...
 
     def withdraw(self, network_id: str) -> None:
-        """Forget the steps added to the network."""
+        """Forget the steps and rules added to the network (after its deletion)."""
         ...
 
     async def set_up_again(self, network_id: str) -> bool:

@@ -33,7 +33,7 @@ from ..chains import DOCKER_BRIDGE, Rule, docker_bridge_rules
 from . import store
 from .options import parse_network_options
 from .requests import checked_sandbox, endpoint_from_request, endpoint_reply, network_from_request
-from .network_rules import rules_of
+from .network_rules import AddedRules, rules_of
 from .setup import NETWORK_STEPS, Build, Step, run_steps
 from ..wire import (CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointRequest, InterfaceName,
@@ -67,6 +67,7 @@ class BridgeMode:
         self.loaded_at = time.time()
         self._creating: dict[str, store.Network] = {}  # networks in flight, for bridge-name clashes
         self._added_steps: dict[str, list[Step]] = {}  # network ID -> steps a mode built on it adds (api.py)
+        self._added_rules: dict[str, list[AddedRules]] = {}  # network ID -> rules it adds
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
@@ -80,7 +81,7 @@ class BridgeMode:
         log.info("driver: loaded %d networks, %d endpoints", len(self.networks), len(self.endpoints))
 
     def network_rules(self, net: store.Network) -> list[Rule]:
-        return rules_of(net)
+        return rules_of(net, self._added_rules.get(net.network_id, ()))
 
     async def refresh_docker_bridges(self) -> None:
         found = await links.dump_links(self.ipr)
@@ -167,7 +168,8 @@ class BridgeMode:
         added = self._added_steps.get(net.network_id, [])
         what = f"network {naming.short(net.network_id)}"
         async with Rollback(what) as undo:
-            build = Build(net, self.ipr, self.firewall, self.sysctl, undo, saved=saved, with_rules=with_rules)
+            build = Build(net, self.ipr, self.firewall, self.sysctl, undo, saved=saved, with_rules=with_rules,
+                          added_rules=self._added_rules.get(net.network_id, ()))
             await run_steps([*NETWORK_STEPS, *([] if saved else added)], build)
         if saved and added:
             async with Rollback(what) as build.undo:
@@ -176,11 +178,15 @@ class BridgeMode:
 
     # --- what a mode built on bridge networks uses (api.py) ------------------
 
-    def extend(self, network_id: str, step: Step) -> None:
-        self._added_steps.setdefault(network_id, []).append(step)
+    def extend(self, network_id: str, step: Optional[Step] = None, rules: Optional[AddedRules] = None) -> None:
+        if step is not None:
+            self._added_steps.setdefault(network_id, []).append(step)
+        if rules is not None:
+            self._added_rules.setdefault(network_id, []).append(rules)
 
     def withdraw(self, network_id: str) -> None:
         self._added_steps.pop(network_id, None)
+        self._added_rules.pop(network_id, None)
 
     async def set_up_again(self, network_id: str) -> bool:
         net = self.networks.get(network_id)

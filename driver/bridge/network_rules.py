@@ -4,6 +4,7 @@ The chains they go in, and how they are applied, are driver/chains.py's."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from .. import naming
 from ..chains import FAMILIES, FORWARD, INPUT, ISOLATION, ISOLATION_2, POSTROUTING, Rule, comment
@@ -22,6 +23,11 @@ class NetworkPolicy:
     masquerade4: bool = True
     masquerade6: bool = False
     internal: bool = False
+
+
+# Rules a mode built on a network adds to it: they stand before the network's own
+# in its group (e.g. the routed mode's cross-host accepts, before the final drop).
+AddedRules = Callable[[NetworkPolicy], list[Rule]]
 
 
 def network_rules(p: NetworkPolicy) -> list[Rule]:
@@ -79,11 +85,17 @@ def network_rules(p: NetworkPolicy) -> list[Rule]:
     return rules
 
 
-def rules_of(net: store.Network) -> list[Rule]:
-    """A saved network's rules: its policy read from its record."""
+def policy_of(net: store.Network) -> NetworkPolicy:
+    """A saved network's policy, read from its record."""
     o = net.options
-    return network_rules(NetworkPolicy(
+    return NetworkPolicy(
         bridge=net.bridge, tag=naming.firewall_tag(net.network_id),
         subnets4=tuple(str(s.pool) for s in net.ipv4), subnets6=tuple(str(s.pool) for s in net.ipv6),
         icc=o.icc, masquerade4=o.masquerade, masquerade6=o.gateway_mode_ipv6 == "nat",
-        internal=o.internal))
+        internal=o.internal)
+
+
+def rules_of(net: store.Network, added: Sequence[AddedRules] = ()) -> list[Rule]:
+    """A saved network's rules: first those modes built on it add (api.py), then its own."""
+    policy = policy_of(net)
+    return [*(rule for more in added for rule in more(policy)), *network_rules(policy)]

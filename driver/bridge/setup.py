@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 from pyroute2 import AsyncIPRoute
 
@@ -19,7 +19,7 @@ from ..kernel import links
 from ..kernel.sysctl import Sysctl
 from ..rollback import Rollback
 from . import store
-from .network_rules import rules_of
+from .network_rules import AddedRules, rules_of
 
 log = logging.getLogger("pynet.driver")
 
@@ -35,6 +35,7 @@ class Build:
     undo: Rollback
     saved: bool  # already in the state: a repeat or a repair, whose rules are not this call's
     with_rules: bool = True
+    added_rules: Sequence[AddedRules] = ()  # rules modes built on the network add before its own
     index: int = 0  # the bridge's link index, once it exists
     created: bool = False  # whether this call created the bridge
 
@@ -80,7 +81,7 @@ async def _sysctls(b: Build) -> None:
 
 
 async def _rules(b: Build) -> None:
-    rules = rules_of(b.net)
+    rules = rules_of(b.net, b.added_rules)
     if not b.saved:  # a saved network keeps its rules: this call did not add them
         b.undo.push(lambda: b.firewall.remove(rules), "its firewall rules")
     await b.firewall.ensure([rules])

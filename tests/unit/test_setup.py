@@ -60,3 +60,16 @@ async def test_a_failing_step_undoes_the_bridge_it_created():
             await run_steps(NETWORK_STEPS, Build(network(), ipr, firewall, sysctl, undo, saved=False))
     assert "pn-1ed2c0ffee00" not in {m["ifname"] for m in ipr.links.values()}
     assert [call for call, _ in firewall.calls] == ["remove"]  # its rules, in case some went in
+
+
+async def test_rules_a_mode_adds_stand_first_in_the_networks_group():
+    from driver.chains import FORWARD, Rule
+
+    def cross_host(policy):
+        return [Rule(4, "filter", FORWARD, ("!", "-i", policy.bridge, "-o", policy.bridge, "-j", "ACCEPT"))]
+
+    _, _, firewall, _ = await build(network(), added_rules=[cross_host])
+    (call, groups), = firewall.calls
+    group = list(groups)[0]
+    assert group[0].spec == ("!", "-i", "pn-1ed2c0ffee00", "-o", "pn-1ed2c0ffee00", "-j", "ACCEPT")
+    assert group[-1].table == "nat"  # the network's own rules follow
