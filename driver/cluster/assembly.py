@@ -8,12 +8,13 @@ import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, Optional
 
 from .. import __version__
 from ..db import Database
 from ..errors import InvalidRequest
 from ..kernel import links
+from .endpoints import Endpoints
 from .etcd import ClusterUnavailable, Etcd, EtcdSettings
 from .ipam_store import EtcdIpamStore
 from .keys import Keys
@@ -34,11 +35,15 @@ class Cluster:
     membership: Membership
     ipam: EtcdIpamStore
     reaper: Reaper
+    endpoints: Endpoints  # every host's endpoint records: publish, follow
     underlay_mtu: int  # of the interface with this host's underlay address (membership.vtep)
     underlay_version: int
     # Work a mode journaled while etcd was away (e.g. endpoint records to delete),
     # replayed with the IPAM's releases; each returns how much it did.
     replays: list[Callable[[], Awaitable[int]]] = field(default_factory=list)
+    # What each mode holding cluster networks says of one of them here (`pynet cluster`):
+    # None if it holds no network of that name, else {"device", "peers", "problems"?}.
+    local_views: list[Callable[[str], Awaitable[Optional[dict]]]] = field(default_factory=list)
 
 
 async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int]:
@@ -74,9 +79,12 @@ async def open_cluster(config: ClusterSettings, db: Database, ipr) -> Cluster:
     await ipam.load()
     membership.on_registered = ipam.registered
     reaper = Reaper(etcd, keys, membership, config.lost_host_grace, config.reclaim_cooldown)
+    endpoints = Endpoints(etcd, keys, membership, db)
     log.info("cluster: host %s, underlay address %s (MTU %d), etcd %s", config.cluster_host, vtep, underlay_mtu,
              ", ".join(config.etcd_endpoints))
-    return Cluster(etcd, keys, membership, ipam, reaper, underlay_mtu, version)
+    cluster = Cluster(etcd, keys, membership, ipam, reaper, endpoints, underlay_mtu, version)
+    cluster.replays.append(endpoints.replay_unpublish)
+    return cluster
 
 
 async def _replay(cluster: Cluster) -> None:
@@ -97,7 +105,7 @@ async def _replay(cluster: Cluster) -> None:
 async def cluster_tasks(cluster: Cluster) -> AsyncIterator[None]:
     """Started with the server, stopped with it, after the work of the modes built on it."""
     tasks = [asyncio.create_task(cluster.membership.keep_alive()), asyncio.create_task(_replay(cluster)),
-             asyncio.create_task(cluster.reaper.run())]
+             asyncio.create_task(cluster.reaper.run()), asyncio.create_task(cluster.endpoints.run())]
     yield
     for task in tasks:
         task.cancel()

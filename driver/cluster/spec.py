@@ -1,8 +1,9 @@
 """The cluster's entry in the registry: a part the cluster modes build on
 (not a value of pynet.mode), on with the cluster settings. It brings the
 settings, its tables, this host's liveness and the reclaiming of lost
-hosts, health, etcd's metrics, the cluster networks' pools (the IPAM's
-shared store) and the removal of a lost host."""
+hosts, the endpoint records modes follow, health, etcd's metrics, the
+cluster networks' pools (the IPAM's shared store), the cluster view and
+`pynet cluster` (with the removal of a lost host)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from ..metrics import BUCKETS, Metrics
-from ..registry import ModeHost, ModeSpec, Running, Settings
+from ..registry import Command, ModeHost, ModeSpec, Running, Settings
 from . import settings, store
+from .cli import add_arguments as cluster_arguments, cmd_cluster
 from .settings import ClusterSettings
 
 if TYPE_CHECKING:
@@ -43,6 +45,13 @@ async def health(cluster: "Cluster") -> tuple[str, str]:
 
 def add_routes(cluster: "Cluster", app: web.Application) -> None:
     from .etcd import ClusterUnavailable
+    from .views import cluster_view
+
+    async def view(_: web.Request) -> web.Response:
+        try:
+            return web.json_response(await cluster_view(cluster))
+        except ClusterUnavailable as exc:
+            return web.json_response({"Err": str(exc)}, status=503)
 
     async def remove_host(request: web.Request) -> web.Response:
         body = await request.json()
@@ -54,6 +63,7 @@ def add_routes(cluster: "Cluster", app: web.Application) -> None:
         except (ValueError, ClusterUnavailable) as exc:
             return web.json_response({"Err": str(exc)}, status=409)
 
+    app.router.add_get("/debug/cluster", view)
     app.router.add_post("/debug/cluster/remove-host", remove_host)
 
 
@@ -67,7 +77,7 @@ class _Registered:
 
 
 def add_metrics(cluster: "Cluster", metrics: Metrics) -> None:
-    """etcd up, its call latency and count."""
+    """etcd up, its call latency and count; how soon remote endpoints reach this host's kernel."""
     calls = Counter("pynet_cluster_etcd_requests", "Requests pynet made to etcd", ["call", "outcome"],
                     registry=metrics.registry)
     latency = Histogram("pynet_cluster_etcd_request_duration_seconds", "Time of an etcd request", ["call"],
@@ -79,10 +89,16 @@ def add_metrics(cluster: "Cluster", metrics: Metrics) -> None:
         latency.labels(call).observe(seconds)
 
     cluster.etcd.observer = observe_etcd
+    programmed = Histogram("pynet_cluster_publish_to_programmed_seconds",
+                           "From a remote endpoint's publication in etcd to its entries in this host's kernel",
+                           buckets=BUCKETS, registry=metrics.registry)
+    cluster.endpoints.on_programmed = programmed.observe
 
 
 SPEC = ModeSpec(
     "cluster", start, mode=False,
     schema=(store.SCHEMA,),
+    commands=(Command("cluster", "the cluster: hosts, networks, blocks, and this host's peers",
+                      cluster_arguments, cmd_cluster),),
     settings=Settings(settings.add_arguments, settings.from_args, settings.NEEDS),
     ipam_needs=settings.NEEDS)

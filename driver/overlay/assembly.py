@@ -1,5 +1,6 @@
 """The overlay mode's parts, put together on the bridge mode and the
-cluster, and their background work: the peer watch and verification."""
+cluster, and their background work: verification (the cluster runs the
+watch of endpoint records the peers follow)."""
 
 from __future__ import annotations
 
@@ -51,19 +52,19 @@ async def raise_neighbour_limits(sysctl: Sysctl) -> None:
 async def open_overlay(cluster: Cluster, db: Database, ipr, sysctl: Sysctl, bridge: BridgeNetworks) -> Overlay:
     await raise_neighbour_limits(sysctl)
     membership = cluster.membership
-    peers = Peers(cluster.etcd, cluster.keys, membership.host, ipr)
-    mode = OverlayMode(bridge, db, ipr, cluster.etcd, cluster.keys, membership, peers, membership.vtep,
+    peers = Peers(cluster.endpoints, ipr)
+    mode = OverlayMode(bridge, db, ipr, cluster.etcd, cluster.keys, cluster.endpoints, peers, membership.vtep,
                        overlay_mtu(cluster.underlay_mtu, cluster.underlay_version))
     await mode.load()
-    cluster.replays.append(mode.replay_unpublish)
+    cluster.endpoints.follow(peers)
+    cluster.local_views.append(mode.local_view)
     log.info("overlay: VTEP %s, overlay MTU %d", membership.vtep, mode.mtu)
     return Overlay(cluster, peers, mode)
 
 
 async def overlay_tasks(overlay: Overlay) -> AsyncIterator[None]:
     """Started with the server, stopped with it (before the cluster's)."""
-    tasks = [asyncio.create_task(overlay.peers.run()),
-             asyncio.create_task(keep_verifying(overlay.mode, VERIFY_EVERY))]
+    tasks = [asyncio.create_task(keep_verifying(overlay.mode, VERIFY_EVERY))]
     yield
     for task in tasks:
         task.cancel()

@@ -2,25 +2,22 @@
 
 `docker network create -d pynet --ipam-driver pynet -o pynet.mode=overlay
 -o pynet.cluster=NAME --ipam-opt pynet.cluster=NAME --subnet ... NAME` on
-each host. CreateNetwork carries no network name, so the cluster name comes
-from the option; Docker gives each host its own network ID. The first host
-writes the network's definition (subnets, gateways, MTU, VNI) to etcd; a
-host that asks for another definition is refused with the difference.
+each host. The first host writes the network's definition (subnets,
+gateways, MTU, and a VNI it claims) to etcd; a host that asks for another
+definition is refused with the difference (driver/cluster/definitions.py).
 
 On each host the network is a bridge network of the bridge mode (its
 endpoints, NAT, published ports, rules and repairs), with the gateway
 address the same on every host, plus a VXLAN device on the bridge. Each
-endpoint is published in etcd before CreateEndpoint answers, with a MAC
-derived from (VNI, address), so peers normally hold its entries before the
-container runs.
+endpoint is published in etcd (driver/cluster/endpoints.py) with a MAC
+derived from (VNI, address); peers program it as neighbour and forwarding
+entries (peers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 import zlib
 from dataclasses import dataclass
 from functools import partial
@@ -38,10 +35,10 @@ from ..kernel import links, vxlan
 from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                     CreateNetworkRequest, DiscoveryRequest, Empty, EndpointInterface, EndpointRequest, JoinRequest,
                     JoinResponse, NetworkRequest, OperInfoResponse, ProgramExternalConnectivityRequest)
-from ..cluster import store as cluster_store
-from ..cluster.etcd import ClusterUnavailable, Etcd
+from ..cluster.definitions import agree, definition_of
+from ..cluster.endpoints import Endpoints
+from ..cluster.etcd import Etcd
 from ..cluster.keys import Keys
-from ..cluster.membership import Membership
 from . import store
 from .addressing import endpoint_mac
 from .peers import Peers
@@ -67,24 +64,11 @@ def _alias(net: OverlayNetwork) -> str:
     return f"{naming.ALIAS_PREFIX}overlay:{net.network_id}"
 
 
-def definition_of(req: CreateNetworkRequest, mtu: int) -> dict[str, Any]:
-    """What every host must agree on, from this host's CreateNetwork."""
-    data = [*(req.IPv4Data or []), *(req.IPv6Data or [])]
-    return {"subnets": sorted(d.Pool for d in data), "gateways": sorted(d.Gateway for d in data if d.Gateway),
-            "mtu": mtu}
-
-
-def differences(ours: dict, theirs: dict) -> str:
-    keys = sorted(set(ours) | set(theirs))
-    return "; ".join(f"{k}: {ours.get(k)!r} here, {theirs.get(k)!r} in the cluster"
-                     for k in keys if k != "vni" and ours.get(k) != theirs.get(k))
-
-
 class OverlayMode:
     def __init__(self, bridge: BridgeNetworks, db: Database, ipr: Any, etcd: Etcd, keys: Keys,
-                 membership: Membership, peers: Peers, vtep: str, mtu: int) -> None:
+                 endpoints: Endpoints, peers: Peers, vtep: str, mtu: int) -> None:
         self.bridge, self.db, self.ipr = bridge, db, ipr
-        self.etcd, self.keys, self.membership, self.peers = etcd, keys, membership, peers
+        self.etcd, self.keys, self.endpoints, self.peers = etcd, keys, endpoints, peers
         self.vtep, self.mtu = vtep, mtu
         self.networks: dict[str, OverlayNetwork] = {}
         self._creating: set[str] = set()
@@ -129,7 +113,8 @@ class OverlayMode:
                                  " underlay's minus the VXLAN headers)")
         self._creating.add(req.NetworkID)
         try:
-            definition = await self._agree(name, definition_of(req, mtu), nid)
+            definition = await agree(self.etcd, self.keys, name, "overlay", definition_of(req, mtu),
+                                     f"network {nid}", claim=partial(self._claim_vni, name), claimed=("vni",))
             vni = definition["vni"]
             net = OverlayNetwork(req.NetworkID, name, vni, device_name(vni))
             async with Rollback(f"network {nid}") as undo:
@@ -168,26 +153,8 @@ class OverlayMode:
         """The device there, on its bridge, up: the network's set-up steps again."""
         await self.bridge.set_up_again(net.network_id)
 
-    async def _agree(self, name: str, ours: dict, nid: str) -> dict:
-        """The cluster's definition of `name`: ours if we are first, else theirs if it matches."""
-        key = self.keys.network(name)
-        existing = await self.etcd.get(key)
-        if existing is None:
-            vni = await self._claim_vni(name)
-            tx = self.etcd.tx
-            mine = {**ours, "vni": vni}
-            ok, answer = await self.etcd.transaction([tx.create(key) == 0], [tx.put(key, json.dumps(mine).encode())],
-                                                     [tx.get(key)])
-            if ok:
-                return mine
-            existing = answer[0][0][0]
-        theirs = json.loads(existing)
-        diff = differences(ours, theirs)
-        if diff:
-            raise Conflict(f"network {nid}: cluster network {name} is defined differently in the cluster: {diff}")
-        return theirs
-
-    async def _claim_vni(self, name: str) -> int:
+    async def _claim_vni(self, name: str) -> dict:
+        """The first host's claim for the whole cluster: a VNI no other network holds."""
         lo, hi = VNI_RANGE
         start = lo + zlib.crc32(name.encode()) % (hi - lo)
         tx = self.etcd.tx
@@ -196,7 +163,7 @@ class OverlayMode:
             key = self.keys.vni(vni)
             ok, answer = await self.etcd.transaction([tx.create(key) == 0], [tx.put(key, name.encode())], [tx.get(key)])
             if ok or answer[0][0][0] == name.encode():
-                return vni
+                return {"vni": vni}
         raise Conflict(f"cluster network {name}: no free VNI found")
 
     async def delete_network(self, req: NetworkRequest) -> Empty:
@@ -231,48 +198,16 @@ class OverlayMode:
             undo.push(lambda: self.bridge.delete_endpoint(EndpointRequest(NetworkID=req.NetworkID,
                                                                           EndpointID=req.EndpointID)),
                       "its bridge endpoint")
-            await self._publish(net, req.EndpointID, mac, [a.split("/")[0] for a in (iface.Address, iface.AddressIPv6)
-                                                           if a])
+            await self.endpoints.publish(net.name, req.EndpointID,
+                                         [a.split("/")[0] for a in (iface.Address, iface.AddressIPv6) if a], mac=mac)
         return reply
-
-    async def _publish(self, net: OverlayNetwork, endpoint_id: str, mac: str, ips: list[str]) -> None:
-        record = {"host": self.membership.host, "epoch": self.membership.epoch, "vtep": self.vtep, "mac": mac,
-                  "ips": ips, "published": time.time()}
-        tx = self.etcd.tx
-        ok, _ = await self.etcd.transaction(self.membership.fence(), [tx.put(
-            self.keys.endpoint(net.name, endpoint_id), json.dumps(record).encode())], [])
-        if not ok:
-            raise Conflict(f"endpoint {naming.short(endpoint_id)}: host {self.membership.host} was fenced out of"
-                           " the cluster (declared lost): it registers again; retry")
 
     async def delete_endpoint(self, req: EndpointRequest) -> Empty:
         net = self.networks.get(req.NetworkID)
         await self.bridge.delete_endpoint(req)
         if net is not None:
-            key = self.keys.endpoint(net.name, req.EndpointID)
-            try:
-                await self._unpublish(key)
-            except ClusterUnavailable as exc:  # Docker's delete must not fail for it: later
-                log.warning("endpoint %s: its record stays in etcd until etcd is back (%s)",
-                            naming.short(req.EndpointID), exc)
-                await self.db.write(lambda c: cluster_store.journal_unpublish(c, key.decode()))
+            await self.endpoints.unpublish(net.name, req.EndpointID)
         return Empty()
-
-    async def _unpublish(self, key: bytes) -> None:
-        """Delete this host's record (never another host's, should the key have moved)."""
-        found = await self.etcd.get(key)
-        if found is None or json.loads(found).get("host") != self.membership.host:
-            return
-        tx = self.etcd.tx
-        await self.etcd.transaction([*self.membership.fence(), tx.value(key) == found], [tx.delete(key)], [])
-
-    async def replay_unpublish(self) -> int:
-        """Records left in etcd while it was away: deleted now."""
-        keys = await self.db.read(cluster_store.pending_unpublish)
-        for key in keys:
-            await self._unpublish(key.encode())
-            await self.db.write(partial(cluster_store.forget_unpublish, key=key))
-        return len(keys)
 
     async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
         return await self.bridge.oper_info(req)
@@ -302,6 +237,13 @@ class OverlayMode:
 
     def holders(self) -> dict[IPAddress, tuple[str, str]]:
         return {}
+
+    async def local_view(self, name: str) -> Optional[dict]:
+        """Its part of `pynet cluster` for cluster network `name`, if it holds it here."""
+        net = next((n for n in self.networks.values() if n.name == name), None)
+        if net is None:
+            return None
+        return {"device": net.device, "peers": await self.peers.view(name)}
 
     async def verify(self) -> None:
         """Every overlay network's VXLAN device present, and its peers as the cluster says."""

@@ -1,28 +1,18 @@
-"""Every remote container of this host's overlay networks, in the kernel.
-
-One watch on the cluster's endpoints/ prefix, started from a snapshot's
-revision; when the watch ends (etcd away, the revision compacted) the whole
-prefix is listed again and the kernel brought to it. What a network wants
-is computed from all records at once (one address: the newest record), so
-an address that moved between hosts, or a record deleted late, never takes
-away entries a newer one needs. A periodic verification reads the kernel
-and repairs drift.
-"""
+"""Every remote container of this host's overlay networks, in the kernel: a
+permanent neighbour entry (its address to its MAC) and a forwarding entry
+(its MAC to its host's VTEP) on the network's VXLAN device, as the
+cluster's endpoint records say (driver/cluster/endpoints.py learns them).
+A periodic verification reads the kernel and repairs drift."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Iterable
 
-import aetcd
-
+from ..cluster.endpoints import Endpoints
 from ..kernel import vxlan
-from ..cluster.etcd import ClusterUnavailable, Etcd
-from ..cluster.keys import Keys
 
 log = logging.getLogger("pynet.cluster")
 
@@ -34,29 +24,24 @@ class Peer:
 
 
 class Peers:
-    def __init__(self, etcd: Etcd, keys: Keys, host: str, ipr, on_programmed: Optional[Callable[[float], None]] = None,
-                 retry: float = 1.0) -> None:
-        self.etcd, self.keys, self.host, self.ipr = etcd, keys, host, ipr
+    """The overlay's follower of the endpoint records."""
+
+    def __init__(self, endpoints: Endpoints, ipr) -> None:
+        self.endpoints, self.ipr = endpoints, ipr
         self.devices: dict[str, str] = {}  # cluster network name -> this host's VXLAN device
-        self.records: dict[str, tuple[int, dict]] = {}  # key -> (revision, record)
         self.programmed: dict[str, dict[str, Peer]] = {}  # device -> ip -> peer
-        self.on_programmed = on_programmed  # seconds from publish to programmed (metrics)
-        self.retry = retry
-        self.synced = asyncio.Event()  # a snapshot has been applied
         self._lock = asyncio.Lock()
 
-    # --- what is wanted ----------------------------------------------------------
+    @property
+    def synced(self) -> asyncio.Event:
+        return self.endpoints.synced
+
+    def networks(self) -> Iterable[str]:
+        return self.devices
 
     def wanted(self, name: str) -> dict[str, Peer]:
-        newest: dict[str, tuple[int, Peer]] = {}
-        for key, (revision, record) in self.records.items():
-            parts = self.keys.parts(key.encode())
-            if len(parts) != 3 or parts[1] != name or record.get("host") == self.host:
-                continue
-            for ip in record.get("ips", []):
-                if ip not in newest or newest[ip][0] < revision:
-                    newest[ip] = (revision, Peer(record["mac"], record["vtep"]))
-        return {ip: peer for ip, (_, peer) in newest.items()}
+        return {ip: Peer(record["mac"], record["vtep"]) for ip, record in self.endpoints.remote(name).items()
+                if "mac" in record}
 
     async def sync(self, name: str) -> None:
         """Bring one network's device to what the records want."""
@@ -83,58 +68,18 @@ class Peers:
         if device is not None:
             self.programmed.pop(device, None)
 
-    # --- learning from etcd ----------------------------------------------------------
-
-    async def snapshot(self) -> int:
-        found, revision = await self.etcd.get_prefix(self.keys.all("endpoints"))
-        self.records = {}
-        for key, value in found:
-            try:
-                self.records[key.decode()] = (revision, json.loads(value))
-            except ValueError:
-                log.warning("cluster: endpoint record %s is not JSON; ignored", key.decode())
-        for name in list(self.devices):
-            await self.sync(name)
-        self.synced.set()
-        return revision
-
-    def _apply(self, event) -> tuple[Optional[str], Optional[float]]:
-        """One watch event into the records: the network it concerns, and when a
-        remote endpoint it adds was published."""
-        key = event.kv.key.decode()
-        parts = self.keys.parts(event.kv.key)
-        if len(parts) != 3:
-            return None, None
-        if event.kind == "DELETE":
-            self.records.pop(key, None)
-            return parts[1], None
-        try:
-            record = json.loads(event.kv.value)
-        except ValueError:
-            return None, None
-        self.records[key] = (event.kv.mod_revision, record)
-        remote = record.get("host") != self.host
-        return parts[1], record.get("published") if remote else None
-
-    async def run(self) -> None:
-        """Snapshot, then watch, for ever; list again whenever the watch ends."""
-        while True:
-            try:
-                revision = await self.snapshot()
-                async for event in self.etcd.watch_prefix(self.keys.all("endpoints"), revision + 1):
-                    name, published = self._apply(event)
-                    if name is not None and name in self.devices:
-                        await self.sync(name)
-                        if published is not None and self.on_programmed is not None:
-                            self.on_programmed(max(0.0, time.time() - published))
-            except aetcd.RevisionCompactedError:
-                log.warning("cluster: endpoint watch fell behind a compaction; listing again")
-            except ClusterUnavailable as exc:
-                log.warning("cluster: endpoint watch ended: %s; listing again when etcd is back", exc)
-                await asyncio.sleep(self.retry)
-            except Exception as exc:  # noqa: BLE001 - keep learning; say why
-                log.error("cluster: endpoint watch failed: %s", exc, exc_info=True)
-                await asyncio.sleep(self.retry)
+    async def view(self, name: str) -> list[dict]:
+        """Each remote container of one network, and whether the kernel holds its entries."""
+        device = self.devices[name]
+        neigh, fdb = await vxlan.peers(self.ipr, device)
+        hosts = {ip: record.get("host") for ip, record in self.endpoints.remote(name).items()}
+        wanted = self.wanted(name)
+        out = [{"ip": ip, "host": hosts.get(ip), "mac": peer.mac, "via": peer.vtep,
+                "in_kernel": neigh.get(ip) == peer.mac and fdb.get(peer.mac) == peer.vtep}
+               for ip, peer in sorted(wanted.items())]
+        out += [{"ip": ip, "mac": mac, "via": fdb.get(mac), "in_kernel": True, "unexpected": True}
+                for ip, mac in sorted(neigh.items()) if ip not in wanted]
+        return out
 
     # --- drift --------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from driver.cluster.blocks import block_of, blocks, first_host
 from driver.overlay.addressing import endpoint_mac, overlay_mtu
 from driver.overlay.assembly import raise_neighbour_limits
 from driver.cluster.keys import Keys
-from driver.overlay.mode import differences
+from driver.cluster.definitions import differences
 from driver.cluster.reclaim import cooling, reclaimed
 
 A, N = ipaddress.ip_address, ipaddress.ip_network
@@ -43,8 +43,9 @@ def test_keys_and_their_parts():
 def test_a_different_definition_is_named_field_by_field():
     ours = {"subnets": ["10.0.0.0/24"], "gateways": [], "mtu": 1400}
     theirs = {"subnets": ["10.0.0.0/24"], "gateways": [], "mtu": 1450, "vni": 7}
-    assert differences(ours, theirs) == "mtu: 1400 here, 1450 in the cluster"
-    assert differences(theirs | {"mtu": 1400}, ours) == ""
+    assert differences(ours, theirs, claimed=("vni",)) == "mtu: 1400 here, 1450 in the cluster"
+    assert differences(theirs | {"mtu": 1400}, ours, claimed=("vni",)) == ""
+    assert differences(ours, theirs) == "mtu: 1400 here, 1450 in the cluster; vni: None here, 7 in the cluster"
 
 
 def test_a_reclaimed_address_cools_down():

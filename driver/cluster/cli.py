@@ -1,4 +1,4 @@
-"""`pynet cluster`: the overlay's cluster as this host's pynet sees it."""
+"""`pynet cluster`: the cluster as this host's pynet sees it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..cli import table
-from ..cluster.settings import NEEDS
+from .settings import NEEDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,14 +35,17 @@ async def cmd_cluster(ctx, args) -> int:
     print(table([[h["host"] + (" *" if h["this"] else ""), "yes" if h["alive"] else
                   f"no ({h['away_seconds']} s)" if h["away_seconds"] is not None else "no",
                   h["epoch"], h["vtep"] or "-", h["version"] or "-"] for h in data["hosts"]],
-                ["HOST", "ALIVE", "EPOCH", "VTEP", "VERSION"]))
+                ["HOST", "ALIVE", "EPOCH", "UNDERLAY", "VERSION"]))
     for net in data["networks"]:
-        print(f"\nnetwork {net['name']}: VNI {net['vni']}, MTU {net['mtu']}, {', '.join(net['subnets'])}"
+        kind = f"VNI {net['vni']}" if "vni" in net else net.get("mode", "?")
+        print(f"\nnetwork {net['name']}: {kind}, MTU {net['mtu']}, {', '.join(net['subnets'])}"
               + (f", device {net['device']} here" if net["here"] else ", not on this host"))
+        for problem in net.get("problems", []):
+            print(f"  PROBLEM: {problem}")
         for host, blocks in sorted(net["blocks"].items()):
             print(f"  blocks of {host}: {', '.join(blocks)}")
         if net.get("peers"):
-            print(table([["  " + p["ip"], p["mac"], p["vtep"] or "-",
+            print(table([["  " + p["ip"], p.get("host") or "-", p.get("via") or "-", p.get("mac") or "-",
                           "unexpected" if p.get("unexpected") else ("ok" if p["in_kernel"] else "MISSING")]
-                         for p in net["peers"]], ["  PEER", "MAC", "VTEP", "KERNEL"]))
+                         for p in net["peers"]], ["  PEER", "HOST", "VIA", "MAC", "KERNEL"]))
     return 0

@@ -1,7 +1,8 @@
 """The cluster as `pynet cluster` shows it, read through pynet's socket:
-every host (alive, epoch, VTEP, version), every cluster network (VNI, MTU,
-subnets, blocks by host) and, for this host's networks, each remote
-container with whether the kernel's neighbour and forwarding entries match."""
+every host (alive, epoch, underlay address, version), every cluster network
+(its mode, VNI if any, MTU, subnets, blocks by host) and, for this host's
+networks, what the mode holding it says of its peers (each remote container
+and whether the kernel holds its entries or route)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from ..kernel import vxlan
-from ..cluster.keys import subnet_of_key
+from .keys import subnet_of_key
 
 if TYPE_CHECKING:
-    from .assembly import Overlay
+    from .assembly import Cluster
 
 
-async def cluster_view(overlay: "Overlay") -> dict:
-    cluster = overlay.cluster
+async def cluster_view(cluster: "Cluster") -> dict:
     etcd, keys = cluster.etcd, cluster.keys
     alive = {keys.parts(k)[1]: json.loads(v) for k, v in (await etcd.get_prefix(keys.all("hosts")))[0]}
     epochs = {keys.parts(k)[1]: int(v) for k, v in (await etcd.get_prefix(keys.all("epochs")))[0]}
@@ -35,26 +34,15 @@ async def cluster_view(overlay: "Overlay") -> dict:
         parts = keys.parts(key)
         blocks[parts[1]][json.loads(value).get("host", "?")].append(subnet_of_key(parts[2]))
     networks = []
-    local = {n.name: n for n in overlay.mode.networks.values()}
     for key, value in (await etcd.get_prefix(keys.all("networks")))[0]:
         name, definition = keys.parts(key)[1], json.loads(value)
         entry = {"name": name, **definition, "blocks": {h: sorted(b) for h, b in blocks[name].items()},
-                 "here": name in local}
-        if name in local:
-            entry["device"] = local[name].device
-            entry["peers"] = await _peers(overlay, name, local[name].device)
+                 "here": False}
+        for local_view in cluster.local_views:
+            local = await local_view(name)
+            if local is not None:  # {"device", "peers", "problems"?} of the mode that holds it here
+                entry.update(local, here=True)
+                break
         networks.append(entry)
     return {"host": cluster.membership.host, "registered": cluster.membership.alive.is_set(),
             "etcd": cluster.etcd.settings.describe(), "hosts": hosts, "networks": networks}
-
-
-async def _peers(overlay: "Overlay", name: str, device: str) -> list[dict]:
-    neigh, fdb = await vxlan.peers(overlay.peers.ipr, device)
-    out = []
-    wanted = overlay.peers.wanted(name)
-    for ip, peer in sorted(wanted.items()):
-        out.append({"ip": ip, "mac": peer.mac, "vtep": peer.vtep,
-                    "in_kernel": neigh.get(ip) == peer.mac and fdb.get(peer.mac) == peer.vtep})
-    out += [{"ip": ip, "mac": mac, "vtep": fdb.get(mac), "in_kernel": True, "unexpected": True}
-            for ip, mac in sorted(neigh.items()) if ip not in wanted]
-    return out

@@ -1,0 +1,178 @@
+"""Every cluster network's endpoints as etcd holds them: this host's
+published, every host's learned, for the modes whose data plane follows
+them (the overlay's neighbour and forwarding entries, the routed mode's
+routes).
+
+Publication: a record per endpoint, written under this host's epoch (a
+fenced host writes nothing) before CreateEndpoint answers, so peers
+normally hold its entries before the container runs; deleted at
+DeleteEndpoint, or journaled while etcd is away and deleted when it is back.
+
+Learning: one watch on the endpoints/ prefix, started from a snapshot's
+revision; when the watch ends (etcd away, the revision compacted) the whole
+prefix is listed again. After each change every follower brings the
+network concerned to what the records want. What a network wants is
+computed from all records at once (one address: the newest record), so an
+address that moved between hosts, or a record deleted late, never takes
+away entries a newer one needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from functools import partial
+from typing import Callable, Iterable, Optional, Protocol
+
+import aetcd
+
+from .. import naming
+from ..db import Database
+from ..errors import Conflict
+from . import store
+from .etcd import ClusterUnavailable, Etcd
+from .keys import Keys
+from .membership import Membership
+
+log = logging.getLogger("pynet.cluster")
+
+
+class Follower(Protocol):
+    """A mode's data plane that follows the records of its networks."""
+
+    def networks(self) -> Iterable[str]:
+        """The cluster networks it holds on this host."""
+        ...
+
+    async def sync(self, name: str) -> None:
+        """Bring one network's kernel entries to what `Endpoints.remote(name)` says."""
+        ...
+
+
+class Endpoints:
+    def __init__(self, etcd: Etcd, keys: Keys, membership: Membership, db: Database, retry: float = 1.0) -> None:
+        self.etcd, self.keys, self.membership, self.db = etcd, keys, membership, db
+        self.records: dict[str, tuple[int, dict]] = {}  # key -> (revision, record)
+        self.followers: list[Follower] = []
+        self.on_programmed: Optional[Callable[[float], None]] = None  # seconds from publish to programmed
+        self.retry = retry
+        self.synced = asyncio.Event()  # a snapshot has been applied
+
+    def follow(self, follower: Follower) -> None:
+        self.followers.append(follower)
+
+    # --- what is wanted ----------------------------------------------------------
+
+    def remote(self, name: str) -> dict[str, dict]:
+        """Address -> the newest record that holds it, on other hosts, in network `name`."""
+        newest: dict[str, tuple[int, dict]] = {}
+        for key, (revision, record) in self.records.items():
+            parts = self.keys.parts(key.encode())
+            if len(parts) != 3 or parts[1] != name or record.get("host") == self.membership.host:
+                continue
+            for ip in record.get("ips", []):
+                if ip not in newest or newest[ip][0] < revision:
+                    newest[ip] = (revision, record)
+        return {ip: record for ip, (_, record) in newest.items()}
+
+    # --- this host's endpoints -------------------------------------------------------
+
+    async def publish(self, name: str, endpoint_id: str, ips: list[str], **fields: str) -> None:
+        m = self.membership
+        record = {"host": m.host, "epoch": m.epoch, "vtep": m.vtep, **fields, "ips": ips,
+                  "published": time.time()}
+        tx = self.etcd.tx
+        ok, _ = await self.etcd.transaction(m.fence(), [tx.put(self.keys.endpoint(name, endpoint_id),
+                                                               json.dumps(record).encode())], [])
+        if not ok:
+            raise Conflict(f"endpoint {naming.short(endpoint_id)}: host {m.host} was fenced out of"
+                           " the cluster (declared lost): it registers again; retry")
+
+    async def unpublish(self, name: str, endpoint_id: str) -> None:
+        """Delete this host's record now, or when etcd is back (Docker's delete must not fail for it)."""
+        key = self.keys.endpoint(name, endpoint_id)
+        try:
+            await self._unpublish(key)
+        except ClusterUnavailable as exc:
+            log.warning("endpoint %s: its record stays in etcd until etcd is back (%s)",
+                        naming.short(endpoint_id), exc)
+            await self.db.write(lambda c: store.journal_unpublish(c, key.decode()))
+
+    async def _unpublish(self, key: bytes) -> None:
+        """Delete this host's record (never another host's, should the key have moved)."""
+        found = await self.etcd.get(key)
+        if found is None or json.loads(found).get("host") != self.membership.host:
+            return
+        tx = self.etcd.tx
+        await self.etcd.transaction([*self.membership.fence(), tx.value(key) == found], [tx.delete(key)], [])
+
+    async def replay_unpublish(self) -> int:
+        """Records left in etcd while it was away: deleted now."""
+        keys = await self.db.read(store.pending_unpublish)
+        for key in keys:
+            await self._unpublish(key.encode())
+            await self.db.write(partial(store.forget_unpublish, key=key))
+        return len(keys)
+
+    # --- learning from etcd ----------------------------------------------------------
+
+    async def sync(self, name: Optional[str] = None) -> None:
+        """The followers holding `name` (all their networks if None) brought to the records."""
+        for follower in self.followers:
+            for held in list(follower.networks()):
+                if name is None or held == name:
+                    await follower.sync(held)
+
+    async def snapshot(self) -> int:
+        found, revision = await self.etcd.get_prefix(self.keys.all("endpoints"))
+        self.records = {}
+        for key, value in found:
+            try:
+                self.records[key.decode()] = (revision, json.loads(value))
+            except ValueError:
+                log.warning("cluster: endpoint record %s is not JSON; ignored", key.decode())
+        await self.sync()
+        self.synced.set()
+        return revision
+
+    def _apply(self, event) -> tuple[Optional[str], Optional[float]]:
+        """One watch event into the records: the network it concerns, and when a
+        remote endpoint it adds was published."""
+        key = event.kv.key.decode()
+        parts = self.keys.parts(event.kv.key)
+        if len(parts) != 3:
+            return None, None
+        if event.kind == "DELETE":
+            self.records.pop(key, None)
+            return parts[1], None
+        try:
+            record = json.loads(event.kv.value)
+        except ValueError:
+            return None, None
+        self.records[key] = (event.kv.mod_revision, record)
+        remote = record.get("host") != self.membership.host
+        return parts[1], record.get("published") if remote else None
+
+    async def run(self) -> None:
+        """Snapshot, then watch, for ever; list again whenever the watch ends."""
+        while True:
+            try:
+                revision = await self.snapshot()
+                async for event in self.etcd.watch_prefix(self.keys.all("endpoints"), revision + 1):
+                    name, published = self._apply(event)
+                    if name is None:
+                        continue
+                    held = any(name in f.networks() for f in self.followers)
+                    await self.sync(name)
+                    if held and published is not None and self.on_programmed is not None:
+                        self.on_programmed(max(0.0, time.time() - published))
+            except aetcd.RevisionCompactedError:
+                log.warning("cluster: endpoint watch fell behind a compaction; listing again")
+            except ClusterUnavailable as exc:
+                log.warning("cluster: endpoint watch ended: %s; listing again when etcd is back", exc)
+                await asyncio.sleep(self.retry)
+            except Exception as exc:  # noqa: BLE001 - keep learning; say why
+                log.error("cluster: endpoint watch failed: %s", exc, exc_info=True)
+                await asyncio.sleep(self.retry)
