@@ -38,6 +38,7 @@ class Cluster:
     endpoints: Endpoints  # every host's endpoint records: publish, follow
     underlay_mtu: int  # of the interface with this host's underlay address (membership.vtep)
     underlay_version: int
+    underlay_interface: str  # the interface that holds it
     # Work a mode journaled while etcd was away (e.g. endpoint records to delete),
     # replayed with the IPAM's releases; each returns how much it did.
     replays: list[Callable[[], Awaitable[int]]] = field(default_factory=list)
@@ -46,9 +47,9 @@ class Cluster:
     local_views: list[Callable[[str], Awaitable[Optional[dict]]]] = field(default_factory=list)
 
 
-async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int]:
-    """(address, underlay MTU, IP version) of this host's VTEP: an address pynet finds
-    on one of its interfaces, or an interface and its first global address."""
+async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int, str]:
+    """(address, underlay MTU, IP version, interface) of this host's VTEP: an address
+    pynet finds on one of its interfaces, or an interface and its first global address."""
     addresses = await links.dump_addresses(ipr)
     found = await links.dump_links(ipr)
     by_index = {link.index: link for link in found.values()}
@@ -61,11 +62,11 @@ async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int]:
         for text in sorted(addresses.get(link.index, ())):
             ip = ipaddress.ip_interface(text).ip
             if ip.is_global or ip.is_private and not ip.is_link_local:
-                return str(ip), link.mtu, ip.version
+                return str(ip), link.mtu, ip.version, link.name
         raise InvalidRequest(f"--vtep {vtep}: the interface has no address to use") from None
     for index, texts in addresses.items():
         if any(ipaddress.ip_interface(t).ip == wanted for t in texts) and index in by_index:
-            return str(wanted), by_index[index].mtu, wanted.version
+            return str(wanted), by_index[index].mtu, wanted.version, by_index[index].name
     raise InvalidRequest(f"--vtep {vtep}: no interface of this host has that address")
 
 
@@ -73,16 +74,16 @@ async def open_cluster(config: ClusterSettings, db: Database, ipr) -> Cluster:
     etcd = Etcd(EtcdSettings(config.etcd_endpoints, config.etcd_ca or None, config.etcd_cert or None,
                              config.etcd_key or None))
     keys = Keys(config.etcd_prefix)
-    vtep, underlay_mtu, version = await resolve_vtep(ipr, config.vtep)
+    vtep, underlay_mtu, version, interface = await resolve_vtep(ipr, config.vtep)
     membership = Membership(etcd, keys, config.cluster_host, vtep, __version__, config.host_lease)
     ipam = EtcdIpamStore(etcd, keys, membership, db)
     await ipam.load()
     membership.on_registered = ipam.registered
     reaper = Reaper(etcd, keys, membership, config.lost_host_grace, config.reclaim_cooldown)
     endpoints = Endpoints(etcd, keys, membership, db)
-    log.info("cluster: host %s, underlay address %s (MTU %d), etcd %s", config.cluster_host, vtep, underlay_mtu,
-             ", ".join(config.etcd_endpoints))
-    cluster = Cluster(etcd, keys, membership, ipam, reaper, endpoints, underlay_mtu, version)
+    log.info("cluster: host %s, underlay address %s on %s (MTU %d), etcd %s", config.cluster_host, vtep, interface,
+             underlay_mtu, ", ".join(config.etcd_endpoints))
+    cluster = Cluster(etcd, keys, membership, ipam, reaper, endpoints, underlay_mtu, version, interface)
     cluster.replays.append(endpoints.replay_unpublish)
     return cluster
 
