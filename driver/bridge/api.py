@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from typing import Optional, Protocol
 
+from ipam.addr import IPAddress, IPNetwork
+
 from ..chains import Rule
 from ..contract import NetworkApi
+from ..wire import (DiscoveryRequest, Empty, EndpointRequest, JoinRequest, JoinResponse, OperInfoResponse,
+                    ProgramExternalConnectivityRequest)
 from .network_rules import AddedRules, NetworkPolicy
 from .options import MTU as MTU_OPTION
 from .setup import Build, Step
 
-__all__ = ["AddedRules", "BridgeNetworks", "Build", "MTU_OPTION", "NetworkPolicy", "Rule", "Step"]
+__all__ = ["AddedRules", "BridgeNetworks", "Build", "MTU_OPTION", "NetworkPolicy", "OnBridgeNetworks", "Rule", "Step"]
 
 
 class BridgeNetworks(NetworkApi, Protocol):
@@ -38,3 +42,44 @@ class BridgeNetworks(NetworkApi, Protocol):
         """Run a saved network's set-up steps, its own and those added, without its
         firewall rules (the firewall check keeps those); False if there is no such network."""
         ...
+
+
+class OnBridgeNetworks:
+    """What a mode built on bridge networks passes on unchanged: the calls on an
+    endpoint that its bridge network answers whole, and the IPAM's questions,
+    which the bridge mode answers for every network (its own and those built on it)."""
+
+    bridge: BridgeNetworks
+
+    async def discover_new(self, req: DiscoveryRequest) -> Empty:
+        return Empty()
+
+    async def discover_delete(self, req: DiscoveryRequest) -> Empty:
+        return Empty()
+
+    async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
+        return await self.bridge.oper_info(req)
+
+    async def join(self, req: JoinRequest) -> JoinResponse:
+        return await self.bridge.join(req)
+
+    async def leave(self, req: EndpointRequest) -> Empty:
+        return await self.bridge.leave(req)
+
+    async def program_external_connectivity(self, req: ProgramExternalConnectivityRequest) -> Empty:
+        return await self.bridge.program_external_connectivity(req)
+
+    async def revoke_external_connectivity(self, req: EndpointRequest) -> Empty:
+        return await self.bridge.revoke_external_connectivity(req)
+
+    async def holder_of(self, pool: IPNetwork, addr: IPAddress) -> Optional[str]:
+        return None
+
+    def network_using(self, pool: IPNetwork) -> Optional[str]:
+        return None
+
+    async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:
+        return None
+
+    def holders(self) -> dict[IPAddress, tuple[str, str]]:
+        return {}

@@ -10,13 +10,30 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable, Optional
 
-from ..errors import Conflict
-from ..wire import CreateNetworkRequest
+from ipam.service import CLUSTER_OPTION, cluster_name
+
+from .. import naming
+from ..errors import Conflict, InvalidRequest
+from ..wire import GENERIC, CreateNetworkRequest
 from .etcd import Etcd
 from .keys import Keys
 
 # The overlay came first and its definitions carry no mode.
 DEFAULT_MODE = "overlay"
+
+
+def requested(req: CreateNetworkRequest, mode: str) -> tuple[str, dict, dict]:
+    """(cluster network name, options, generic options without the name) of a
+    CreateNetwork in a cluster mode; refused without the name."""
+    nid = naming.short(req.NetworkID)
+    options = dict(req.Options or {})
+    generic = dict(options.get(GENERIC) or {})
+    name = cluster_name(generic, f"network {nid}")
+    if name is None:
+        raise InvalidRequest(f"network {nid}: the {mode} mode needs -o {CLUSTER_OPTION}=NAME (and --ipam-opt"
+                             f" {CLUSTER_OPTION}=NAME), the same on every host")
+    generic.pop(CLUSTER_OPTION)
+    return name, options, generic
 
 
 def definition_of(req: CreateNetworkRequest, mtu: int) -> dict[str, Any]:

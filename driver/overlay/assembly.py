@@ -14,7 +14,8 @@ from ..cluster.assembly import Cluster
 from ..db import Database
 from ..kernel.sysctl import Sysctl
 from .addressing import overlay_mtu
-from .mode import OverlayMode, keep_verifying
+from ..periodic import every
+from .mode import OverlayMode
 from .peers import Peers
 
 log = logging.getLogger("pynet.overlay")
@@ -64,7 +65,7 @@ async def open_overlay(cluster: Cluster, db: Database, ipr, sysctl: Sysctl, brid
 
 async def overlay_tasks(overlay: Overlay) -> AsyncIterator[None]:
     """Started with the server, stopped with it (before the cluster's)."""
-    tasks = [asyncio.create_task(keep_verifying(overlay.mode, VERIFY_EVERY))]
+    tasks = [asyncio.create_task(every(VERIFY_EVERY, overlay.mode.verify, "overlay verification"))]
     yield
     for task in tasks:
         task.cancel()

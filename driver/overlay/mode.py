@@ -16,26 +16,23 @@ entries (peers.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Optional
 
-from ipam.addr import IPAddress, IPNetwork, parse_address
-from ipam.service import CLUSTER_OPTION, cluster_name
+from ipam.addr import parse_address
 
 from .. import naming
-from ..bridge.api import MTU_OPTION as MTU, BridgeNetworks, Build, Step
+from ..bridge.api import MTU_OPTION as MTU, BridgeNetworks, Build, OnBridgeNetworks, Step
 from ..db import Database
 from ..errors import Conflict, InvalidRequest
 from ..rollback import Rollback
 from ..kernel import links, vxlan
 from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
-                    CreateNetworkRequest, DiscoveryRequest, Empty, EndpointInterface, EndpointRequest, JoinRequest,
-                    JoinResponse, NetworkRequest, OperInfoResponse, ProgramExternalConnectivityRequest)
-from ..cluster.definitions import agree, definition_of
+                    CreateNetworkRequest, Empty, EndpointInterface, EndpointRequest, NetworkRequest)
+from ..cluster.definitions import agree, definition_of, requested
 from ..cluster.endpoints import Endpoints
 from ..cluster.etcd import Etcd
 from ..cluster.keys import Keys
@@ -64,7 +61,7 @@ def _alias(net: OverlayNetwork) -> str:
     return f"{naming.ALIAS_PREFIX}overlay:{net.network_id}"
 
 
-class OverlayMode:
+class OverlayMode(OnBridgeNetworks):
     def __init__(self, bridge: BridgeNetworks, db: Database, ipr: Any, etcd: Etcd, keys: Keys,
                  endpoints: Endpoints, peers: Peers, vtep: str, mtu: int) -> None:
         self.bridge, self.db, self.ipr = bridge, db, ipr
@@ -88,23 +85,11 @@ class OverlayMode:
         # legacy plugins. Each host creates the network itself; connectivity spans hosts.
         return CapabilitiesResponse(Scope="local", ConnectivityScope="global")
 
-    async def discover_new(self, req: DiscoveryRequest) -> Empty:
-        return Empty()
-
-    async def discover_delete(self, req: DiscoveryRequest) -> Empty:
-        return Empty()
-
     # --- networks ------------------------------------------------------------------
 
     async def create_network(self, req: CreateNetworkRequest) -> Empty:
         nid = naming.short(req.NetworkID)
-        options = dict(req.Options or {})
-        generic = dict(options.get(GENERIC) or {})
-        name = cluster_name(generic, f"network {nid}")
-        if name is None:
-            raise InvalidRequest(f"network {nid}: the overlay mode needs -o {CLUSTER_OPTION}=NAME (and --ipam-opt"
-                                 f" {CLUSTER_OPTION}=NAME), the same on every host")
-        generic.pop(CLUSTER_OPTION)
+        name, options, generic = requested(req, "overlay")
         if req.NetworkID in self.networks:
             return await self.bridge.create_network(self._bridge_request(req, options, generic, self.mtu))
         mtu = int(generic[MTU]) if MTU in generic else self.mtu
@@ -209,35 +194,6 @@ class OverlayMode:
             await self.endpoints.unpublish(net.name, req.EndpointID)
         return Empty()
 
-    async def oper_info(self, req: EndpointRequest) -> OperInfoResponse:
-        return await self.bridge.oper_info(req)
-
-    async def join(self, req: JoinRequest) -> JoinResponse:
-        return await self.bridge.join(req)
-
-    async def leave(self, req: EndpointRequest) -> Empty:
-        return await self.bridge.leave(req)
-
-    async def program_external_connectivity(self, req: ProgramExternalConnectivityRequest) -> Empty:
-        return await self.bridge.program_external_connectivity(req)
-
-    async def revoke_external_connectivity(self, req: EndpointRequest) -> Empty:
-        return await self.bridge.revoke_external_connectivity(req)
-
-    # --- what the IPAM asks: the bridge mode answers for every network ------------------
-
-    async def holder_of(self, pool: IPNetwork, addr: IPAddress) -> Optional[str]:
-        return None
-
-    def network_using(self, pool: IPNetwork) -> Optional[str]:
-        return None
-
-    async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:
-        return None
-
-    def holders(self) -> dict[IPAddress, tuple[str, str]]:
-        return {}
-
     async def local_view(self, name: str) -> Optional[dict]:
         """Its part of `pynet cluster` for cluster network `name`, if it holds it here."""
         net = next((n for n in self.networks.values() if n.name == name), None)
@@ -250,12 +206,3 @@ class OverlayMode:
         for net in list(self.networks.values()):
             await self.ensure_device(net)  # there, on its bridge, up
         await self.peers.verify()
-
-
-async def keep_verifying(mode: OverlayMode, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await mode.verify()
-        except Exception as exc:  # noqa: BLE001 - keep going
-            log.error("overlay verification failed: %s", exc, exc_info=True)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.cluster_rig import Container, Network, running_rig
+from tests.support.cluster_rig import Container, Network, running_rig, until
 from tests.support.plugin_client import PluginClient
 
 pytestmark = pytest.mark.kernel
@@ -18,15 +18,6 @@ pytestmark = pytest.mark.kernel
 def rig():
     with running_rig(3) as made:
         yield made
-
-
-def until(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_containers_on_three_hosts_reach_each_other(rig):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.support.cluster_rig import ETCD_IP, Container, Network, running_rig, sh
+from tests.support.cluster_rig import ETCD_IP, Container, Network, running_rig, sh, until
 
 pytestmark = pytest.mark.kernel
 
@@ -23,15 +23,6 @@ FLAGS = ("--host-lease", "2", "--lost-host-grace", "2", "--reclaim-cooldown", "3
 def rig():
     with running_rig(3, FLAGS) as made:
         yield made
-
-
-def until(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def etcd_json(rig, key: str):
@@ -75,3 +66,4 @@ def test_a_lost_host_is_reclaimed_and_resurrects_nothing(rig):
     assert fresh.ip != lost_ip and a.ping(fresh.ip)
     for c in (a, fresh):
         c.remove()
+

@@ -93,20 +93,21 @@ class Host:
 class Network:
     """One cluster network as Docker makes it on each host: pool, gateway, CreateNetwork."""
 
-    def __init__(self, name: str, subnet: str) -> None:
-        self.name, self.subnet = name, subnet
+    def __init__(self, name: str, subnet: str, mode: str = "overlay") -> None:
+        self.name, self.subnet, self.mode = name, subnet, mode
         self.ids: dict[str, str] = {}  # host name -> this host's network ID
         self.pools: dict[str, str] = {}
 
-    def create_on(self, host: Host, **extra_options: str) -> None:
+    def create_on(self, host: Host, internal: bool = False, **extra_options: str) -> None:
         pool = host.call("IpamDriver.RequestPool", {"Pool": self.subnet, "Options": {"pynet.cluster": self.name}})
         gateway = host.call("IpamDriver.RequestAddress", {
             "PoolID": pool["PoolID"], "Options": {"RequestAddressType": "com.docker.network.gateway"}})["Address"]
         network_id = secrets.token_hex(32)
         host.call("NetworkDriver.CreateNetwork", {
             "NetworkID": network_id,
-            "Options": {"com.docker.network.generic": {"pynet.mode": "overlay", "pynet.cluster": self.name,
-                                                       **extra_options}},
+            "Options": {"com.docker.network.generic": {"pynet.mode": self.mode, "pynet.cluster": self.name,
+                                                       **extra_options},
+                        **({"com.docker.network.internal": True} if internal else {})},
             "IPv4Data": [{"AddressSpace": "PynetLocal", "Pool": self.subnet, "Gateway": gateway}]})
         self.ids[host.name], self.pools[host.name] = network_id, pool["PoolID"]
 
@@ -134,7 +135,8 @@ class Container:
         sh("ip", "-n", self.ns, "addr", "add", self.address, "dev", "eth0")
         sh("ip", "-n", self.ns, "link", "set", "eth0", "up")
         sh("ip", "-n", self.ns, "link", "set", "lo", "up")
-        sh("ip", "-n", self.ns, "route", "add", "default", "via", joined["Gateway"])
+        if joined.get("Gateway"):  # none on an --internal network
+            sh("ip", "-n", self.ns, "route", "add", "default", "via", joined["Gateway"])
         return self
 
     @property
@@ -282,6 +284,16 @@ def docker_cluster(underlay: Underlay, names: list[str], engine=None, flags: tup
             host.restart_pynet_with(*flags, *cluster_flags(name, vtep))
             hosts.append(host)
         yield hosts
+
+
+def until(predicate, seconds: float = 5.0) -> bool:
+    """Whether `predicate` holds within `seconds` (asked every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def metrics_text(socket_path: Path) -> str:
