@@ -65,6 +65,11 @@ class EtcdIpamStore:
     def holds_pool(self, pool_id: str) -> bool:
         return is_cluster_pool(pool_id)
 
+    def defines(self, name: str, subnet: str) -> bool:
+        """Whether this host asked for `subnet` of cluster network `name` (RequestPool
+        with pynet.cluster=NAME): its addresses come from this host's blocks."""
+        return any(p.name == name and p.subnet == subnet for p in self.pools.values())
+
     def subnet(self, pool_id: str) -> Optional[IPNetwork]:
         pool = self.pools.get(pool_id)
         return ipaddress.ip_network(pool.subnet) if pool is not None else None
