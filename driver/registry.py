@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .reconcile import ReconciledMode
 
 # The packages that register a mode, in the order their modes start.
-MODE_PACKAGES = ("driver.bridge", "driver.cluster", "driver.overlay")
+MODE_PACKAGES = ("driver.bridge", "driver.cluster", "driver.overlay", "driver.routed")
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,20 @@ def test_a_lost_host_is_reclaimed_and_resurrects_nothing(rig):
     for c in (a, fresh):
         c.remove()
 
+
+def test_a_lost_hosts_routes_go_from_its_peers_in_routed_mode(rig):
+    from tests.support.cluster_rig import pynet_routes as routes
+    h1, h2, h3 = rig.hosts
+    net = Network("lostr", "10.98.0.0/24", mode="routed")
+    for host in rig.hosts:
+        net.create_on(host)
+    a = Container(h1, net, "r1").start()
+    doomed = Container(h3, net, "r3").start()
+    assert until(lambda: a.ping(doomed.ip), 5)
+    assert routes(h1).get(doomed.ip) == h3.vtep and routes(h2).get(doomed.ip) == h3.vtep
+    h3.stop(signal.SIGKILL)
+    sh("ip", "netns", "del", doomed.ns)
+    # Lease (2 s) + grace (2 s) + a check (5 s at most): its peers drop its routes.
+    assert until(lambda: doomed.ip not in routes(h1) and doomed.ip not in routes(h2), 20), routes(h1)
+    assert not a.ping(doomed.ip)
+    a.remove()

@@ -296,6 +296,16 @@ def until(predicate, seconds: float = 5.0) -> bool:
     return predicate()
 
 
+def pynet_routes(host: Host) -> dict[str, str]:
+    """The routed mode's routes on a host (protocol 158): {address: next hop}."""
+    out = {}
+    for line in sh("ip", "-n", host.ns, "route", "show", "proto", "158").stdout.splitlines():
+        words = line.split()
+        if "via" in words:
+            out[words[0]] = words[words.index("via") + 1]
+    return out
+
+
 def metrics_text(socket_path: Path) -> str:
     return run(["curl", "-s", "--unix-socket", str(socket_path), "http://pynet/metrics"], timeout=10).stdout
 

@@ -89,12 +89,13 @@ def test_each_mode_brings_its_commands():
 async def test_a_mode_that_is_off_is_refused_with_what_turns_it_on(tmp_path, monkeypatch):
     h = await build_harness(tmp_path, monkeypatch)
     try:
-        # The cluster is off, so is the overlay that builds on it; the cluster is no mode to ask for.
-        assert list(h.modes.modes) == ["bridge"] and set(h.modes.off) == {"overlay"}
-        req = wire.CreateNetworkRequest(NetworkID=NID, Options={GENERIC: {MODE: "overlay"}})
-        with pytest.raises(InvalidRequest, match=r"-o pynet.mode=overlay needs pynet's cluster settings"
-                                                 r" \(--etcd-endpoints and --vtep"):
-            await h.modes.create_network(req)
+        # The cluster is off, so are the modes that build on it; the cluster is no mode to ask for.
+        assert list(h.modes.modes) == ["bridge"] and set(h.modes.off) == {"overlay", "routed"}
+        for mode in ("overlay", "routed"):
+            req = wire.CreateNetworkRequest(NetworkID=NID, Options={GENERIC: {MODE: mode}})
+            with pytest.raises(InvalidRequest, match=rf"-o pynet.mode={mode} needs pynet's cluster settings"
+                                                     r" \(--etcd-endpoints and --vtep"):
+                await h.modes.create_network(req)
     finally:
         await h.close()
 
