@@ -1,5 +1,6 @@
-"""The overlay's figures: two private Docker hosts on the rig's underlay
-(tests/support/cluster_rig.py), one etcd, pynet in the overlay mode."""
+"""The cluster modes' figures: two private Docker hosts on the rig's underlay
+(tests/support/cluster_rig.py), one etcd, a pynet network in the overlay
+mode and one in the routed mode, and the underlay itself as the control."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from tests.support.harness import IMAGE, PLUGIN
 
 from .util import iperf_gbps
 
-NET, BRIDGE_NET = "bench-overlay", "bench-ovl-bridge"
+NET, BRIDGE_NET, ROUTED_NET = "bench-overlay", "bench-ovl-bridge", "bench-routed"
+UNDERLAY_IPS = ("198.18.42.1", "198.18.42.2")  # docker_cluster's hosts, in order
 
 
 def metrics(host) -> str:
@@ -43,9 +45,10 @@ class OverlayBench:
             underlay.start()
             with docker_cluster(underlay, ["bench-o1", "bench-o2"], flags=self.flags) as hosts:
                 for host in hosts:
-                    host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "-o", "pynet.mode=overlay",
-                                "-o", f"pynet.cluster={NET}", "--ipam-opt", f"pynet.cluster={NET}",
-                                "--subnet", "10.233.0.0/16", NET)
+                    for mode, net, subnet in (("overlay", NET, "10.233.0.0/16"), ("routed", ROUTED_NET, "10.234.0.0/16")):
+                        host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "-o", f"pynet.mode={mode}",
+                                    "-o", f"pynet.cluster={net}", "--ipam-opt", f"pynet.cluster={net}",
+                                    "--subnet", subnet, net)
                 hosts[0].docker("network", "create", "-d", "bridge", BRIDGE_NET)
                 try:
                     self.start_times(hosts)
@@ -82,25 +85,33 @@ class OverlayBench:
         programmed = {le: b1[le] - b0.get(le, 0.0) for le in b1}
         self.results.update(start_times=times, txn_per_start=txn / self.starts, programmed=programmed)
 
-    def _pair(self, host, server_host, suffix: str) -> dict:
+    def _pair(self, host, server_host, suffix: str, net: str = NET) -> dict:
         server, client = f"bench-ovl-srv-{suffix}", f"bench-ovl-cli-{suffix}"
-        server_host.docker("run", "-d", "--name", server, "--network", NET, IMAGE, "sleep", "1000")
-        host.docker("run", "-d", "--name", client, "--network", NET, IMAGE, "sleep", "1000")
+        server_host.docker("run", "-d", "--name", server, "--network", net, IMAGE, "sleep", "1000")
+        host.docker("run", "-d", "--name", client, "--network", net, IMAGE, "sleep", "1000")
         return {"server_pid": server_host.docker("inspect", "-f", "{{.State.Pid}}", server),
                 "client_pid": host.docker("inspect", "-f", "{{.State.Pid}}", client),
-                "ip": server_host.container_ip(server, NET), "hosts": (server_host, host),
+                "ip": server_host.container_ip(server, net), "hosts": (server_host, host),
                 "names": (server, client)}
+
+    @staticmethod
+    def _underlay(o1, o2) -> dict:
+        """The control: host namespace to host namespace over the underlay, nothing of pynet's."""
+        return {"server_pid": str(o2.holder.pid), "client_pid": str(o1.holder.pid), "ip": UNDERLAY_IPS[1],
+                "hosts": (), "names": ()}
 
     def _iperf(self, pair: dict) -> float:
         return iperf_gbps(pair["server_pid"], pair["client_pid"], pair["ip"], self.iperf_seconds, self.procs)
 
     def throughput(self, hosts) -> None:
         o1, o2 = hosts
-        pairs = {"cross-host": self._pair(o1, o2, "x"), "same host": self._pair(o1, o1, "s")}
+        pairs = {"cross-host": self._pair(o1, o2, "x"), "same host": self._pair(o1, o1, "s"),
+                 "routed cross-host": self._pair(o1, o2, "r", ROUTED_NET), "underlay": self._underlay(o1, o2)}
         try:
             gbps: dict[str, list[float]] = {k: [] for k in pairs}
-            for i in range(self.iperf_runs):
-                for kind in (list(pairs) if i % 2 == 0 else list(pairs)[::-1]):
+            order = list(pairs)
+            for i in range(self.iperf_runs):  # each run in another order, so drift does not favour one
+                for kind in order[i % len(order):] + order[:i % len(order)]:
                     gbps[kind].append(self._iperf(pairs[kind]))
         finally:
             for pair in pairs.values():

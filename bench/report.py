@@ -70,6 +70,7 @@ class Report:
         self._ipam()
         self._throughput()
         self._overlay()
+        self._routed(self.overlay.get("throughput_gbps") or {})
 
     def _idle(self) -> None:
         i = self.e.get("idle")
@@ -256,6 +257,21 @@ class Report:
         p99 = programmed_percentile(prog, 99)
         self.verdict("publish-to-programmed p99 < 250 ms (bucket bound)", _ms(p99 * 1000),
                      None if math.isnan(p99) else p99 <= 0.25)
+
+    def _routed(self, t: dict) -> None:
+        sec = "8. routed (the same two hosts, no encapsulation: a route per remote container)"
+        if not t.get("routed cross-host") or not t.get("underlay"):
+            self.unmeasured(sec, self.errors.get("overlay"), "routed cross-host throughput ≥ 0.95 of the underlay")
+            return
+        for kind, what in (("routed cross-host", "routed network, cross-host"), ("underlay", "the underlay itself,"
+                                                                                 " host to host (control)")):
+            each = ", ".join(f"{x:.2f}" for x in t[kind])
+            self.row(sec, f"iperf3 {what}, mean (each run)", f"{mean(t[kind]):.2f} Gbit/s ({each})")
+        self.row(sec, "ratio routed/overlay, cross-host throughput",
+                 _x(ratio(mean(t["routed cross-host"]), mean(t["cross-host"]))))
+        r = ratio(mean(t["routed cross-host"]), mean(t["underlay"]))
+        self.row(sec, "**ratio routed/underlay, throughput**", _x(r))
+        self.verdict("routed cross-host throughput ≥ 0.95 of the underlay", _x(r), r >= 0.95)
 
     # --- output --------------------------------------------------------------------
 
