@@ -1,6 +1,8 @@
 """The cluster modes' figures: two private Docker hosts on the rig's underlay
 (tests/support/cluster_rig.py), one etcd, a pynet network in the overlay
-mode and one in the routed mode, and the underlay itself as the control."""
+mode and one in the routed mode; beside them Docker's own Swarm overlay on
+the same two hosts (an attachable network), the built-in bridge and the
+underlay itself as controls."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from tests.support.harness import IMAGE, PLUGIN
 
 from .util import iperf_gbps
 
-NET, BRIDGE_NET, ROUTED_NET = "bench-overlay", "bench-ovl-bridge", "bench-routed"
+NET, BRIDGE_NET, ROUTED_NET, SWARM_NET = "bench-overlay", "bench-ovl-bridge", "bench-routed", "bench-swarm"
+SWARM_DATA_PORT = "7789"  # not 4789: pynet's VXLAN devices have that one
 UNDERLAY_IPS = ("198.18.42.1", "198.18.42.2")  # docker_cluster's hosts, in order
 
 
@@ -36,6 +39,7 @@ class OverlayBench:
         self.starts = 5 if quick else 20
         self.iperf_runs, self.iperf_seconds = (1, 2) if quick else (3, 5)
         self.results: dict = {}
+        self.swarm = False  # Swarm's overlay runs beside pynet's
         self.procs: list[subprocess.Popen] = []
 
     def run(self) -> dict:
@@ -50,6 +54,7 @@ class OverlayBench:
                                     "-o", f"pynet.cluster={net}", "--ipam-opt", f"pynet.cluster={net}",
                                     "--subnet", subnet, net)
                 hosts[0].docker("network", "create", "-d", "bridge", BRIDGE_NET)
+                self.swarm = self.start_swarm(hosts)
                 try:
                     self.start_times(hosts)
                     self.throughput(hosts)
@@ -63,19 +68,37 @@ class OverlayBench:
             shutil.rmtree(directory, ignore_errors=True)
         return self.results
 
-    def start_times(self, hosts) -> None:
-        """docker run --rm on the overlay and on the built-in bridge, alternating; etcd transactions
-        per start on the starting host; publish-to-programmed on the other."""
+    def start_swarm(self, hosts) -> bool:
+        """Docker's Swarm overlay on the same hosts: o1 a manager, o2 a worker, an attachable
+        network. False (and why, in the results) if this engine cannot."""
         o1, o2 = hosts
-        for net in (NET, BRIDGE_NET):
+        try:
+            o1.docker("swarm", "init", "--advertise-addr", "198.18.42.1", "--listen-addr", "198.18.42.1:2377",
+                      "--data-path-port", SWARM_DATA_PORT)
+            token = o1.docker("swarm", "join-token", "-q", "worker").strip()
+            o2.docker("swarm", "join", "--token", token, "--advertise-addr", "198.18.42.2",
+                      "--listen-addr", "198.18.42.2:2377", "198.18.42.1:2377")
+            o1.docker("network", "create", "-d", "overlay", "--attachable", "--subnet", "10.235.0.0/16", SWARM_NET)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the rest is measured without it
+            self.results["swarm_error"] = f"{type(exc).__name__}: {exc}"
+            self.say(f"bench: no Swarm overlay: {self.results['swarm_error']}")
+            return False
+
+    def start_times(self, hosts) -> None:
+        """docker run --rm on each network, in rotating order; etcd transactions per start
+        on the starting host; publish-to-programmed on the other."""
+        o1, o2 = hosts
+        nets = {"overlay": NET, "routed": ROUTED_NET, "bridge": BRIDGE_NET, **({"swarm": SWARM_NET} if self.swarm else {})}
+        for net in nets.values():
             o1.docker("run", "--rm", "--network", net, IMAGE, "true")  # warm-up
         before1, before2 = metrics(o1), metrics(o2)
-        times: dict[str, list[float]] = {"overlay": [], "bridge": []}
+        times: dict[str, list[float]] = {kind: [] for kind in nets}
+        kinds = list(nets)
         for i in range(self.starts):
-            for kind, net in ((("overlay", NET), ("bridge", BRIDGE_NET)) if i % 2 == 0 else
-                              (("bridge", BRIDGE_NET), ("overlay", NET))):
+            for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
                 t0 = time.perf_counter()
-                o1.docker("run", "--rm", "--network", net, IMAGE, "true")
+                o1.docker("run", "--rm", "--network", nets[kind], IMAGE, "true")
                 times[kind].append(time.perf_counter() - t0)
         after1, after2 = metrics(o1), metrics(o2)
         txn = (counter(after1, "pynet_cluster_etcd_requests", 'call="txn",outcome="ok"')
@@ -83,7 +106,8 @@ class OverlayBench:
         b0 = histogram(before2, "pynet_cluster_publish_to_programmed_seconds")
         b1 = histogram(after2, "pynet_cluster_publish_to_programmed_seconds")
         programmed = {le: b1[le] - b0.get(le, 0.0) for le in b1}
-        self.results.update(start_times=times, txn_per_start=txn / self.starts, programmed=programmed)
+        # Both pynet networks started a container each round: per start, half of it.
+        self.results.update(start_times=times, txn_per_start=txn / self.starts / 2, programmed=programmed)
 
     def _pair(self, host, server_host, suffix: str, net: str = NET) -> dict:
         server, client = f"bench-ovl-srv-{suffix}", f"bench-ovl-cli-{suffix}"
@@ -107,6 +131,8 @@ class OverlayBench:
         o1, o2 = hosts
         pairs = {"cross-host": self._pair(o1, o2, "x"), "same host": self._pair(o1, o1, "s"),
                  "routed cross-host": self._pair(o1, o2, "r", ROUTED_NET), "underlay": self._underlay(o1, o2)}
+        if self.swarm:
+            pairs["swarm cross-host"] = self._pair(o1, o2, "w", SWARM_NET)
         try:
             gbps: dict[str, list[float]] = {k: [] for k in pairs}
             order = list(pairs)

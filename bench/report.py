@@ -241,6 +241,15 @@ class Report:
         med = {k: percentile(v, 50) * 1000 for k, v in st.items()}
         self.row(sec, f"container start on the overlay / on the built-in bridge, median ({len(st['overlay'])} each)",
                  f"{_ms(med['overlay'])} / {_ms(med['bridge'])} (ratio {_x(ratio(med['overlay'], med['bridge']))})")
+        if "routed" in med:
+            self.row(sec, "container start on a routed network, median", _ms(med["routed"]))
+        if "swarm" in med:
+            r = ratio(med["overlay"], med["swarm"])
+            self.row(sec, "container start on Docker's Swarm overlay (attachable), median", _ms(med["swarm"]))
+            self.row(sec, "**ratio overlay/Swarm, container start (median)**", _x(r))
+            self.verdict("container start ≤ 0.70 of Swarm's (overlay)", _x(r), r <= 0.70)
+        elif o.get("swarm_error"):
+            self.row(sec, "Docker's Swarm overlay", f"not measured: {o['swarm_error']}")
         self.row(sec, "etcd transactions per container, started and removed (`--rm`), on its host", f"{o['txn_per_start']:.1f}")
         prog = o.get("programmed", {})
         total = prog.get(float("inf"), 0.0)
@@ -254,6 +263,13 @@ class Report:
         r = ratio(mean(t["cross-host"]), mean(t["same host"]))
         self.row(sec, "**ratio cross-host/same-host, throughput**", _x(r))
         self.verdict("cross-host throughput ≥ 0.80 of same-host (overlay)", _x(r), r >= 0.80)
+        if t.get("swarm cross-host"):
+            each = ", ".join(f"{x:.2f}" for x in t["swarm cross-host"])
+            self.row(sec, "iperf3 cross-host on Docker's Swarm overlay, mean (each run)",
+                     f"{mean(t['swarm cross-host']):.2f} Gbit/s ({each})")
+            r = ratio(mean(t["cross-host"]), mean(t["swarm cross-host"]))
+            self.row(sec, "**ratio overlay/Swarm, cross-host throughput**", _x(r))
+            self.verdict("cross-host throughput ≥ 1.00 of Swarm's (overlay)", _x(r), r >= 1.00)
         p99 = programmed_percentile(prog, 99)
         self.verdict("publish-to-programmed p99 < 250 ms (bucket bound)", _ms(p99 * 1000),
                      None if math.isnan(p99) else p99 <= 0.25)
@@ -269,6 +285,9 @@ class Report:
             self.row(sec, f"iperf3 {what}, mean (each run)", f"{mean(t[kind]):.2f} Gbit/s ({each})")
         self.row(sec, "ratio routed/overlay, cross-host throughput",
                  _x(ratio(mean(t["routed cross-host"]), mean(t["cross-host"]))))
+        if t.get("swarm cross-host"):
+            self.row(sec, "ratio routed/Swarm, cross-host throughput",
+                     _x(ratio(mean(t["routed cross-host"]), mean(t["swarm cross-host"]))))
         r = ratio(mean(t["routed cross-host"]), mean(t["underlay"]))
         self.row(sec, "**ratio routed/underlay, throughput**", _x(r))
         self.verdict("routed cross-host throughput ≥ 0.95 of the underlay", _x(r), r >= 0.95)
