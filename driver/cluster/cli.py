@@ -46,6 +46,7 @@ async def cmd_cluster(ctx, args) -> int:
             print(f"  blocks of {host}: {', '.join(blocks)}")
         if net.get("peers"):
             print(table([["  " + p["ip"], p.get("host") or "-", p.get("via") or "-", p.get("mac") or "-",
-                          "unexpected" if p.get("unexpected") else ("ok" if p["in_kernel"] else "MISSING")]
+                          "unexpected" if p.get("unexpected") else "OFF-SEGMENT" if p.get("off_segment")
+                          else "ok" if p["in_kernel"] else "MISSING"]
                          for p in net["peers"]], ["  PEER", "HOST", "VIA", "MAC", "KERNEL"]))
     return 0

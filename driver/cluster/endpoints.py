@@ -66,16 +66,18 @@ class Endpoints:
     # --- what is wanted ----------------------------------------------------------
 
     def remote(self, name: str) -> dict[str, dict]:
-        """Address -> the newest record that holds it, on other hosts, in network `name`."""
+        """Address -> the newest record that holds it in network `name`, where that record
+        is another host's (an address whose newest record is this host's is local, however
+        many stale records elsewhere still name it)."""
         newest: dict[str, tuple[int, dict]] = {}
         for key, (revision, record) in self.records.items():
             parts = self.keys.parts(key.encode())
-            if len(parts) != 3 or parts[1] != name or record.get("host") == self.membership.host:
+            if len(parts) != 3 or parts[1] != name:
                 continue
             for ip in record.get("ips", []):
                 if ip not in newest or newest[ip][0] < revision:
                     newest[ip] = (revision, record)
-        return {ip: record for ip, (_, record) in newest.items()}
+        return {ip: record for ip, (_, record) in newest.items() if record.get("host") != self.membership.host}
 
     # --- this host's endpoints -------------------------------------------------------
 
@@ -119,18 +121,23 @@ class Endpoints:
     # --- learning from etcd ----------------------------------------------------------
 
     async def sync(self, name: Optional[str] = None) -> None:
-        """The followers holding `name` (all their networks if None) brought to the records."""
+        """The followers holding `name` (all their networks if None) brought to the records.
+        One that fails is logged and left to its verification: the others still follow."""
         for follower in self.followers:
             for held in list(follower.networks()):
                 if name is None or held == name:
-                    await follower.sync(held)
+                    try:
+                        await follower.sync(held)
+                    except Exception as exc:  # noqa: BLE001 - the kernel refused; verification retries
+                        log.error("cluster: network %s: bringing the kernel to the cluster's records failed: %s;"
+                                  " the next verification retries", held, exc)
 
     async def snapshot(self) -> int:
-        found, revision = await self.etcd.get_prefix(self.keys.all("endpoints"))
+        found, revision = await self.etcd.get_prefix_revisions(self.keys.all("endpoints"))
         self.records = {}
-        for key, value in found:
+        for key, value, written in found:
             try:
-                self.records[key.decode()] = (revision, json.loads(value))
+                self.records[key.decode()] = (written, json.loads(value))
             except ValueError:
                 log.warning("cluster: endpoint record %s is not JSON; ignored", key.decode())
         await self.sync()

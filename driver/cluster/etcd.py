@@ -139,6 +139,12 @@ class Etcd:
 
     async def get_prefix(self, prefix: bytes) -> tuple[list[tuple[bytes, bytes]], int]:
         """Every (key, value) under the prefix, and the store's revision they were read at."""
+        found, revision = await self.get_prefix_revisions(prefix)
+        return [(key, value) for key, value, _ in found], revision
+
+    async def get_prefix_revisions(self, prefix: bytes) -> tuple[list[tuple[bytes, bytes, int]], int]:
+        """Every (key, value, revision it was last written at) under the prefix, and the
+        store's revision they were read at."""
         started = time.monotonic()
         try:
             found = await self.client.get_prefix(prefix)
@@ -146,7 +152,7 @@ class Etcd:
             self._observe("range", started, False)
             raise self.unavailable(exc) from None
         self._observe("range", started, True)
-        return [(kv.key, kv.value) for kv in found], found.header.revision
+        return [(kv.key, kv.value, kv.mod_revision) for kv in found], found.header.revision
 
     async def watch_prefix(self, prefix: bytes, start_revision: int) -> AsyncIterator[Any]:
         """Events after a snapshot; raises aetcd.RevisionCompactedError or ClusterUnavailable

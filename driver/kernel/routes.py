@@ -14,7 +14,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import KernelError
-from .links import MAIN_TABLE, dump
+from .links import MAIN_TABLE, dump, link_index
 
 PROTO = 158  # unassigned in iproute2's rt_protos; pynet's routes carry it
 RTN_LOCAL = 2
@@ -46,14 +46,13 @@ async def host_routes(ipr: AsyncIPRoute) -> dict[str, str]:
     return found
 
 
-async def next_hop(ipr: AsyncIPRoute, address: str) -> tuple[bool, str]:
-    """Whether `address` is on a segment of this host's (reached without a router),
-    and if not, why: the router in between, or no route at all."""
+async def next_hop(ipr: AsyncIPRoute, address: str, interface: str) -> tuple[bool, str]:
+    """Whether `address` is on the segment of `interface` (reached out of it without a
+    router), and if not, why: the router in between, another interface, no route."""
     try:
-        answer = await ipr.route("get", dst=address)
+        msgs = list(await ipr.route("get", dst=address))
     except NetlinkError as exc:
         return False, f"no route to it ({exc.args[1] if len(exc.args) > 1 else exc})"
-    msgs = [msg async for msg in answer] if hasattr(answer, "__aiter__") else list(answer)
     if not msgs:
         return False, "no route to it"
     msg = msgs[0]
@@ -62,4 +61,7 @@ async def next_hop(ipr: AsyncIPRoute, address: str) -> tuple[bool, str]:
     gateway: Optional[str] = msg.get("gateway")
     if gateway:
         return False, f"it is reached through the router {gateway}, not on this host's segment"
+    wanted = link_index(ipr, interface)
+    if wanted is None or msg.get("oif") != wanted:
+        return False, f"it is reached out of another interface than the underlay's ({interface})"
     return True, ""

@@ -70,14 +70,18 @@ class Peers:
 
     async def view(self, name: str) -> list[dict]:
         """Each remote container of one network, and whether the kernel holds its entries."""
-        device = self.devices[name]
+        device = self.devices.get(name)
+        if device is None:  # being deleted
+            return []
         neigh, fdb = await vxlan.peers(self.ipr, device)
         hosts = {ip: record.get("host") for ip, record in self.endpoints.remote(name).items()}
         wanted = self.wanted(name)
-        out = [{"ip": ip, "host": hosts.get(ip), "mac": peer.mac, "via": peer.vtep,
+        # "vtep" as before the routed mode's "via" (JSON readers of /debug/cluster).
+        out = [{"ip": ip, "host": hosts.get(ip), "mac": peer.mac, "via": peer.vtep, "vtep": peer.vtep,
                 "in_kernel": neigh.get(ip) == peer.mac and fdb.get(peer.mac) == peer.vtep}
                for ip, peer in sorted(wanted.items())]
-        out += [{"ip": ip, "mac": mac, "via": fdb.get(mac), "in_kernel": True, "unexpected": True}
+        out += [{"ip": ip, "mac": mac, "via": fdb.get(mac), "vtep": fdb.get(mac), "in_kernel": True,
+                 "unexpected": True}
                 for ip, mac in sorted(neigh.items()) if ip not in wanted]
         return out
 

@@ -29,15 +29,13 @@ class Routed:
 
 
 async def open_routed(cluster: Cluster, db: Database, ipr, bridge: BridgeNetworks) -> Routed:
-    routes = Routes(cluster.endpoints, ipr)
+    routes = Routes(cluster.endpoints, ipr, cluster.underlay_interface)
     mode = RoutedMode(bridge, db, cluster.etcd, cluster.keys, cluster.endpoints, routes,
-                      cluster.underlay_interface, cluster.underlay_mtu, cluster.ipam.defines)
+                      cluster.underlay_interface, cluster.underlay_mtu, cluster.ipam.defines,
+                      cluster.underlay_version)
     await mode.load()
     cluster.endpoints.follow(routes)
     cluster.local_views.append(mode.local_view)
-    if cluster.underlay_version != 4:
-        log.warning("routed: the underlay address %s is not IPv4: routed networks route IPv4 containers"
-                    " through IPv4 underlay addresses only", cluster.membership.vtep)
     return Routed(cluster, routes, mode)
 
 

@@ -54,10 +54,12 @@ class RoutedNetwork:
 
 class RoutedMode(OnBridgeNetworks):
     def __init__(self, bridge: BridgeNetworks, db: Database, etcd: Etcd, keys: Keys, endpoints: Endpoints,
-                 routes: Routes, underlay: str, mtu: int, pools: Callable[[str, str], bool]) -> None:
+                 routes: Routes, underlay: str, mtu: int, pools: Callable[[str, str], bool],
+                 underlay_version: int = 4) -> None:
         self.bridge, self.db, self.pools = bridge, db, pools  # pools(name, subnet): from the cluster's?
         self.etcd, self.keys, self.endpoints, self.routes = etcd, keys, endpoints, routes
         self.underlay, self.mtu = underlay, mtu  # the underlay's interface and MTU
+        self.underlay_version = underlay_version
         self.networks: dict[str, RoutedNetwork] = {}
         self._creating: set[str] = set()
 
@@ -83,6 +85,10 @@ class RoutedMode(OnBridgeNetworks):
     async def create_network(self, req: CreateNetworkRequest) -> Empty:
         nid = naming.short(req.NetworkID)
         name, options, generic = requested(req, "routed")
+        if self.underlay_version != 4:
+            raise InvalidRequest(f"network {nid}: the routed mode routes over an IPv4 underlay, and this host's"
+                                 f" underlay address is IPv{self.underlay_version} (--vtep); use"
+                                 " -o pynet.mode=overlay")
         if req.IPv6Data:
             raise InvalidRequest(f"network {nid}: the routed mode carries IPv4 only (IPv6 would need a proxy"
                                  " neighbour entry per remote address); use -o pynet.mode=overlay for IPv6")
@@ -115,13 +121,17 @@ class RoutedMode(OnBridgeNetworks):
 
     async def delete_network(self, req: NetworkRequest) -> Empty:
         net = self.networks.get(req.NetworkID)
-        await self.bridge.delete_network(req)
-        if net is not None:
-            self.bridge.withdraw(req.NetworkID)
-            if not any(n.name == net.name for n in self.networks.values() if n is not net):
-                await self.routes.remove_network(net.name)
-            await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
-            self.networks.pop(req.NetworkID, None)
+        try:
+            await self.bridge.delete_network(req)
+        finally:
+            # Even when the bridge's clean-up failed (its record is gone all the same),
+            # this network is no longer here: its routes, rules and record go.
+            if net is not None:
+                self.bridge.withdraw(req.NetworkID)
+                self.networks.pop(req.NetworkID, None)
+                if not any(n.name == net.name for n in self.networks.values()):
+                    await self.routes.remove_network(net.name)
+                await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
         return Empty()
 
     # --- endpoints ------------------------------------------------------------------
@@ -161,7 +171,10 @@ class RoutedMode(OnBridgeNetworks):
     async def verify(self) -> None:
         """Every routed network's bridge set up (proxy ARP included), and its routes as the cluster says."""
         for net in list(self.networks.values()):
-            await self.bridge.set_up_again(net.network_id)
+            try:
+                await self.bridge.set_up_again(net.network_id)
+            except Exception as exc:  # noqa: BLE001 - the routes are checked all the same
+                log.error("network %s: setting it up again failed: %s", naming.short(net.network_id), exc)
         await self.routes.verify()
 
 

@@ -2,12 +2,14 @@
 /32 route through the underlay address of the host that runs it, as the
 cluster's endpoint records say (driver/cluster/endpoints.py learns them).
 
-Routes only go to hosts on this host's segment: a route through an address
-a router stands before would blackhole (the router has no route to the
-container). Such a host is checked when it first appears and again at each
-verification; while it is off-segment its containers get no route here
-(their addresses answer "unreachable" at once), and pynet says so in its
-log, /healthz, `pynet doctor` and `pynet cluster`.
+Routes only go to hosts on this host's segment, reached straight out of the
+underlay interface: a route through an address a router stands before
+would blackhole (the router has no route to the container), and one out of
+another interface would leave unmatched by the network's rules. Each host
+is checked when it first appears and again at each verification; while it
+is off the segment its containers get no route here (ARP for them goes
+unanswered: "host unreachable"), and pynet says so in its log, /healthz,
+`pynet doctor` and `pynet cluster`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..cluster.endpoints import Endpoints
+from ..errors import KernelError
 from ..kernel import routes as kroutes
 
 log = logging.getLogger("pynet.routed")
@@ -34,13 +37,12 @@ class Unreachable:
 class Routes:
     """The routed mode's follower of the endpoint records."""
 
-    def __init__(self, endpoints: Endpoints, ipr) -> None:
-        self.endpoints, self.ipr = endpoints, ipr
+    def __init__(self, endpoints: Endpoints, ipr, underlay: str) -> None:
+        self.endpoints, self.ipr, self.underlay = endpoints, ipr, underlay
         self.held: set[str] = set()  # cluster network names with a routed network here
         self.programmed: dict[str, dict[str, str]] = {}  # name -> ip -> via
-        self.unreachable: dict[str, Unreachable] = {}  # underlay address -> why
         self._checked: dict[str, tuple[bool, str]] = {}  # underlay address -> on this segment, why not
-        self._said: set[tuple[str, str]] = set()  # (address, host) already logged as off-segment
+        self._said: set[tuple[str, str]] = set()  # (address, host) logged as off the segment
         self._lock = asyncio.Lock()
 
     @property
@@ -55,46 +57,67 @@ class Routes:
         out = {}
         for ip, record in self.endpoints.remote(name).items():
             via = record.get("vtep")
-            if isinstance(via, str) and _is_ipv4(ip) and _is_ipv4(via):
+            if isinstance(via, str) and _is_ipv4(ip):
                 out[ip] = (record.get("host", "?"), via)
         return out
 
     def wanted(self, name: str) -> dict[str, str]:
-        """ip -> via for those of network `name` whose host is on this segment (as last checked)."""
-        return {ip: via for ip, (_, via) in self.remote(name).items() if self._checked.get(via, (True, ""))[0]}
+        """ip -> via for those of network `name` whose host was found on this segment."""
+        return {ip: via for ip, (_, via) in self.remote(name).items() if self._checked.get(via, (False, ""))[0]}
 
-    async def _check(self, name: str) -> None:
-        """Check the hosts of `name` not checked yet: on this segment or not."""
+    def unreachable(self) -> dict[str, Unreachable]:
+        """Underlay address -> why it is off the segment and which hosts with containers here have it."""
+        out: dict[str, Unreachable] = {}
+        for name in self.held:
+            for host, via in self.remote(name).values():
+                on_segment, why = self._checked.get(via, (True, ""))
+                if not on_segment:
+                    out.setdefault(via, Unreachable(why)).hosts.add(host)
+        return out
+
+    async def _segment(self, via: str) -> tuple[bool, str]:
+        if not _is_ipv4(via):
+            return False, "its underlay address is not IPv4 (routed networks route over IPv4 underlays)"
+        return await kroutes.next_hop(self.ipr, via, self.underlay)
+
+    async def _check(self, name: str, checked: dict[str, tuple[bool, str]]) -> None:
+        """Check the hosts of `name` not in `checked` yet: on this segment or not."""
         for host, via in sorted(set(self.remote(name).values())):
-            if via not in self._checked:
-                self._checked[via] = await kroutes.next_hop(self.ipr, via)
-            on_segment, why = self._checked[via]
-            if not on_segment:
-                entry = self.unreachable.setdefault(via, Unreachable(why))
-                if host not in entry.hosts:
-                    entry.hosts.add(host)
-                    if (via, host) in self._said:
-                        continue  # said at an earlier check, still so
-                    self._said.add((via, host))
-                    log.error("routed: host %s (%s): %s: its containers on routed networks get no route here"
-                              " and are unreachable from this host; put the hosts on one segment, or use"
-                              " -o pynet.mode=overlay", host, via, why)
+            if via not in checked:
+                checked[via] = await self._segment(via)
+            on_segment, why = checked[via]
+            if not on_segment and (via, host) not in self._said:
+                self._said.add((via, host))
+                log.error("routed: host %s (%s): %s: its containers on routed networks get no route here and are"
+                          " unreachable from this host; put the hosts on one segment, or use -o pynet.mode=overlay",
+                          host, via, why)
 
     async def sync(self, name: str) -> None:
-        """Bring one network's routes to what the records want."""
+        """Bring one network's routes to what the records want; a route the kernel refuses
+        is logged and left to the next verification."""
         if name not in self.held:
             return
         async with self._lock:
-            await self._check(name)
+            await self._check(name, self._checked)
             want = self.wanted(name)
             have = self.programmed.setdefault(name, {})
+            failed = []
             for ip, via in want.items():
                 if have.get(ip) != via:
-                    await kroutes.set_host_route(self.ipr, ip, via)
-                    have[ip] = via
+                    try:
+                        await kroutes.set_host_route(self.ipr, ip, via)
+                        have[ip] = via
+                    except KernelError as exc:
+                        failed.append(str(exc))
             for ip in [ip for ip in have if ip not in want]:
-                await kroutes.drop_host_route(self.ipr, ip)
-                have.pop(ip)
+                try:
+                    await kroutes.drop_host_route(self.ipr, ip)
+                    have.pop(ip)
+                except KernelError as exc:
+                    failed.append(str(exc))
+            if failed:
+                log.error("routed: network %s: %d routes could not be written (%s); the next verification"
+                          " retries", name, len(failed), "; ".join(failed[:3]))
 
     async def add_network(self, name: str) -> None:
         self.held.add(name)
@@ -111,14 +134,15 @@ class Routes:
         """Each remote container of one network, and whether the kernel routes it."""
         kernel = await kroutes.host_routes(self.ipr)
         wanted = self.wanted(name)
+        off = self.unreachable()
         return [{"ip": ip, "host": host, "via": via, "in_kernel": kernel.get(ip) == via,
-                 **({} if ip in wanted else {"unrouted": self.unreachable.get(via, Unreachable("?")).why})}
+                 **({} if ip in wanted else {"off_segment": off[via].why if via in off else "not checked yet"})}
                 for ip, (host, via) in sorted(self.remote(name).items())]
 
     def problems(self, name: str) -> list[str]:
         vias = {via for _, via in self.remote(name).values()}
         return [f"host {', '.join(sorted(u.hosts))} ({via}): {u.why}: its containers are unreachable from here"
-                for via, u in sorted(self.unreachable.items()) if via in vias]
+                for via, u in sorted(self.unreachable().items()) if via in vias]
 
     # --- drift --------------------------------------------------------------------
 
@@ -128,12 +152,16 @@ class Routes:
         if not self.synced.is_set():
             return 0  # without a snapshot of etcd nothing says what is wanted: keep what is there
         async with self._lock:
-            self._said, self._checked, self.unreachable = self._said | self._known(), {}, {}
+            checked: dict[str, tuple[bool, str]] = {}
+            for name in list(self.held):
+                await self._check(name, checked)
+            self._checked = checked  # swapped whole: readers never see it half made
+            # What is no longer so may be said again, should it come back.
+            self._said &= {(via, host) for via, u in self.unreachable().items() for host in u.hosts}
             kernel = await kroutes.host_routes(self.ipr)
             fixed = 0
             wanted: dict[str, str] = {}
             for name in list(self.held):
-                await self._check(name)
                 want = self.wanted(name)
                 wanted.update(want)
                 have = self.programmed.setdefault(name, {})
@@ -146,15 +174,11 @@ class Routes:
                 for have in self.programmed.values():
                     have.pop(ip, None)
                 fixed += 1
-            self._said = self._known()  # what is no longer so may be said again
         for name in list(self.held):
             await self.sync(name)
         if fixed:
             log.warning("routed: %d routes were out of line with the cluster; repaired", fixed)
         return fixed
-
-    def _known(self) -> set[tuple[str, str]]:
-        return {(via, host) for via, u in self.unreachable.items() for host in u.hosts}
 
 
 def _is_ipv4(text: str) -> bool:

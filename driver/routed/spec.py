@@ -33,10 +33,11 @@ async def start(host: ModeHost, _settings: None) -> Running:
 
 async def health(routed: "Routed") -> tuple[str, str]:
     routes = routed.routes
-    if routes.unreachable:
+    off = routes.unreachable()
+    if off:
         return "routed", "degraded: " + "; ".join(
             f"host {', '.join(sorted(u.hosts))} ({via}): {u.why}: its containers get no route here"
-            for via, u in sorted(routes.unreachable.items()))
+            for via, u in sorted(off.items()))
     count = sum(len(have) for have in routes.programmed.values())
     return "routed", f"ok ({len(routed.mode.networks)} networks, {count} routes to remote containers)"
 
@@ -51,7 +52,7 @@ class _Routed:
                                 value=sum(len(have) for have in routes.programmed.values()))
         yield GaugeMetricFamily("pynet_routed_unreachable_hosts",
                                 "Hosts with routed containers that are not on this host's segment",
-                                value=sum(len(u.hosts) for u in routes.unreachable.values()))
+                                value=sum(len(u.hosts) for u in routes.unreachable().values()))
 
 
 def add_metrics(routed: "Routed", metrics: Metrics) -> None:

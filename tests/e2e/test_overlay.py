@@ -1,7 +1,8 @@
-"""The overlay mode on real Docker hosts: three private dockerds, each in its
-own network namespace, joined by an underlay (198.18.42.0/24) with one etcd
-on it; pynet on each runs with the cluster settings. Only the machine's own
-engine: the overlay adds nothing engine-specific."""
+"""The cluster modes (overlay, routed) on real Docker hosts: three private
+dockerds, each in its own network namespace, joined by an underlay
+(198.18.42.0/24) with one etcd on it; pynet on each runs with the cluster
+settings. Only the machine's own engine: the cluster modes add nothing
+engine-specific."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def cluster(engine, underlay):
         yield hosts
 
 
-def create(host, name: str, *extra: str) -> None:
-    host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "-o", "pynet.mode=overlay",
+def create(host, name: str, *extra: str, mode: str = "overlay") -> None:
+    host.docker("network", "create", "-d", PLUGIN, "--ipam-driver", PLUGIN, "-o", f"pynet.mode={mode}",
                 "-o", f"pynet.cluster={name}", "--ipam-opt", f"pynet.cluster={name}", *extra, name)
 
 
@@ -237,3 +238,43 @@ def test_a_dual_stack_cluster_network(cluster):
         o2.docker_proc("rm", "-f", "v2")
         for host in (o1, o2):
             host.docker_proc("network", "rm", "dual")
+
+
+def pynet_routes(host) -> str:
+    return subprocess.run(["ip", "-n", host.ns, "route", "show", "proto", "158"], capture_output=True,
+                          text=True).stdout
+
+
+def test_a_routed_network_spans_docker_hosts_unencapsulated(cluster):
+    for host in cluster:
+        create(host, "flat", "--subnet", "10.87.0.0/16", mode="routed")
+    names = []
+    try:
+        for i, host in enumerate(cluster, 1):
+            published = ("-p", "8087:80") if i == 2 else ()
+            host.docker("run", "-d", "--name", f"f{i}", "--network", "flat", *published, IMAGE, *HTTPD)
+            names.append((host, f"f{i}"))
+        ips = {name: host.container_ip(name, "flat") for host, name in names}
+        for host, name in names:
+            for other, ip in ips.items():
+                if other != name:
+                    assert until(lambda h=host, n=name, ip=ip: h.docker_proc(
+                        "exec", n, "ping", "-c", "1", "-W", "1", ip).returncode == 0, 5), f"{name} -> {other} ({ip})"
+        o1, o2, o3 = cluster
+        answer = o1.docker("exec", "f1", "sh", "-c", f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ips['f3']} 80")
+        assert "200 OK" in answer
+        # No encapsulation: the containers have the underlay's MTU, and a route per remote container.
+        assert o1.docker("exec", "f1", "cat", "/sys/class/net/eth0/mtu").strip() == "1500"
+        assert f"{ips['f2']} via 198.18.42.2" in pynet_routes(o1) and f"{ips['f3']} via 198.18.42.3" in pynet_routes(o1)
+        # A published port, from another host's namespace through o2's underlay address.
+        code = subprocess.run(["ip", "netns", "exec", o1.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                               "--max-time", "5", "http://198.18.42.2:8087/"], capture_output=True, text=True).stdout
+        assert code == "200"
+        # A removed container's route goes from its peers.
+        o3.docker("rm", "-f", "f3")
+        assert until(lambda: ips["f3"] not in pynet_routes(o1) and ips["f3"] not in pynet_routes(o2), 5)
+    finally:
+        for host, name in names:
+            host.docker_proc("rm", "-f", name)
+        for host in cluster:
+            host.docker_proc("network", "rm", "flat")

@@ -28,6 +28,13 @@ def test_remote_takes_the_newest_record_of_each_address_on_other_hosts():
     assert list(e.remote("db")) == ["10.1.0.2"]
 
 
+def test_an_address_whose_newest_record_is_this_hosts_is_local_whatever_stale_ones_say():
+    e = endpoints()
+    record(e, "web", "old", 5, "h2", "10.0.0.7")  # h2's record, not yet deleted
+    record(e, "web", "new", 8, "h1", "10.0.0.7")  # the address is this host's now
+    assert e.remote("web") == {}
+
+
 class Follower:
     def __init__(self, *names: str) -> None:
         self.names, self.synced = set(names), []

@@ -10,7 +10,7 @@ from driver.bridge.network_rules import NetworkPolicy
 from driver.chains import FORWARD, POSTROUTING
 from driver.cluster.endpoints import Endpoints
 from driver.cluster.keys import Keys
-from driver.errors import InvalidRequest
+from driver.errors import InvalidRequest, KernelError
 from driver.routed import routes as routes_module
 from driver.routed.mode import _mtu
 from driver.routed.routes import Routes
@@ -56,11 +56,14 @@ class Kernel:
     def __init__(self, off_segment: dict[str, str]) -> None:
         self.routes: dict[str, str] = {}
         self.off = off_segment
+        self.refused: set[str] = set()
 
-    async def next_hop(self, ipr, via):
+    async def next_hop(self, ipr, via, interface):
         return (False, self.off[via]) if via in self.off else (True, "")
 
     async def set_host_route(self, ipr, ip, via):
+        if ip in self.refused:
+            raise KernelError(f"route to {ip} via {via}: Network is unreachable")
         self.routes[ip] = via
 
     async def drop_host_route(self, ipr, ip):
@@ -84,7 +87,7 @@ def record(e: Endpoints, eid: str, host: str, via: str, *ips: str) -> None:
 
 async def test_remote_containers_on_this_segment_are_routed_the_others_named(kernel):
     e = Endpoints(etcd=None, keys=KEYS, membership=SimpleNamespace(host="h1"), db=None)  # type: ignore[arg-type]
-    r = Routes(e, ipr=None)
+    r = Routes(e, ipr=None, underlay="ul")
     record(e, "a", "h2", "198.18.0.2", "10.9.1.2", "fd00::2")
     record(e, "b", "h9", "198.51.100.9", "10.9.9.9")
     record(e, "c", "h1", "198.18.0.1", "10.9.0.5")  # this host's own
@@ -101,7 +104,7 @@ async def test_remote_containers_on_this_segment_are_routed_the_others_named(ker
 
 async def test_verification_puts_back_what_is_missing_and_drops_what_nobody_wants(kernel):
     e = Endpoints(etcd=None, keys=KEYS, membership=SimpleNamespace(host="h1"), db=None)  # type: ignore[arg-type]
-    r = Routes(e, ipr=None)
+    r = Routes(e, ipr=None, underlay="ul")
     record(e, "a", "h2", "198.18.0.2", "10.9.1.2")
     await r.add_network("web")
     assert await r.verify() == 0  # before etcd's snapshot nothing is touched
@@ -109,3 +112,30 @@ async def test_verification_puts_back_what_is_missing_and_drops_what_nobody_want
     kernel.routes = {"10.9.7.7": "198.18.0.3"}  # its route lost, a stray one added
     assert await r.verify() == 2
     assert kernel.routes == {"10.9.1.2": "198.18.0.2"}
+
+
+async def test_a_route_the_kernel_refuses_leaves_the_others_and_is_tried_again(kernel):
+    e = Endpoints(etcd=None, keys=KEYS, membership=SimpleNamespace(host="h1"), db=None)  # type: ignore[arg-type]
+    r = Routes(e, ipr=None, underlay="ul")
+    record(e, "a", "h2", "198.18.0.2", "10.9.1.2")
+    record(e, "b", "h3", "198.18.0.3", "10.9.1.3")
+    kernel.refused = {"10.9.1.2"}
+    await r.add_network("web")  # no exception: logged
+    assert kernel.routes == {"10.9.1.3": "198.18.0.3"}
+    kernel.refused = set()
+    e.synced.set()
+    assert await r.verify() == 1
+    assert kernel.routes == {"10.9.1.2": "198.18.0.2", "10.9.1.3": "198.18.0.3"}
+
+
+async def test_a_host_back_on_the_segment_is_routed_and_no_longer_reported(kernel):
+    e = Endpoints(etcd=None, keys=KEYS, membership=SimpleNamespace(host="h1"), db=None)  # type: ignore[arg-type]
+    r = Routes(e, ipr=None, underlay="ul")
+    record(e, "b", "h9", "198.51.100.9", "10.9.9.9")
+    record(e, "c", "h8", "fd00::8", "10.9.8.8")  # an IPv6 underlay address: never routed
+    await r.add_network("web")
+    assert set(r.unreachable()) == {"198.51.100.9", "fd00::8"} and kernel.routes == {}
+    kernel.off = {}
+    e.synced.set()
+    await r.verify()
+    assert kernel.routes == {"10.9.9.9": "198.51.100.9"} and set(r.unreachable()) == {"fd00::8"}
