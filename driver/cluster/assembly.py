@@ -18,6 +18,7 @@ from .endpoints import Endpoints
 from .etcd import ClusterUnavailable, Etcd, EtcdSettings
 from .ipam_store import EtcdIpamStore
 from .keys import Keys
+from .members import Members
 from .membership import Membership
 from .reclaim import Reaper
 from .settings import ClusterSettings
@@ -36,6 +37,7 @@ class Cluster:
     ipam: EtcdIpamStore
     reaper: Reaper
     endpoints: Endpoints  # every host's endpoint records: publish, follow
+    members: Members  # the underlay addresses members send from
     underlay_mtu: int  # of the interface with this host's underlay address (membership.vtep)
     underlay_version: int
     underlay_interface: str  # the interface that holds it
@@ -83,7 +85,8 @@ async def open_cluster(config: ClusterSettings, db: Database, ipr) -> Cluster:
     endpoints = Endpoints(etcd, keys, membership, db)
     log.info("cluster: host %s, underlay address %s on %s (MTU %d), etcd %s", config.cluster_host, vtep, interface,
              underlay_mtu, ", ".join(config.etcd_endpoints))
-    cluster = Cluster(etcd, keys, membership, ipam, reaper, endpoints, underlay_mtu, version, interface)
+    cluster = Cluster(etcd, keys, membership, ipam, reaper, endpoints, Members(etcd, keys, endpoints),
+                      underlay_mtu, version, interface)
     cluster.replays.append(endpoints.replay_unpublish)
     return cluster
 
@@ -106,7 +109,8 @@ async def _replay(cluster: Cluster) -> None:
 async def cluster_tasks(cluster: Cluster) -> AsyncIterator[None]:
     """Started with the server, stopped with it, after the work of the modes built on it."""
     tasks = [asyncio.create_task(cluster.membership.keep_alive()), asyncio.create_task(_replay(cluster)),
-             asyncio.create_task(cluster.reaper.run()), asyncio.create_task(cluster.endpoints.run())]
+             asyncio.create_task(cluster.reaper.run()), asyncio.create_task(cluster.endpoints.run()),
+             asyncio.create_task(cluster.members.run())]
     yield
     for task in tasks:
         task.cancel()

@@ -24,9 +24,7 @@ import json
 import logging
 import time
 from functools import partial
-from typing import Callable, Iterable, Optional, Protocol
-
-import aetcd
+from typing import Awaitable, Callable, Iterable, Optional, Protocol
 
 from .. import naming
 from ..db import Database
@@ -59,6 +57,7 @@ class Endpoints:
         self.on_programmed: Optional[Callable[[float], None]] = None  # seconds from publish to programmed
         self.retry = retry
         self.synced = asyncio.Event()  # a snapshot has been applied
+        self.listeners: list[Callable[[], Awaitable[None]]] = []  # told after any change of the records
 
     def follow(self, follower: Follower) -> None:
         self.followers.append(follower)
@@ -162,24 +161,24 @@ class Endpoints:
         remote = record.get("host") != self.membership.host
         return parts[1], record.get("published") if remote else None
 
+    async def _on_event(self, event) -> None:
+        name, published = self._apply(event)
+        if name is None:
+            return
+        held = any(name in f.networks() for f in self.followers)
+        await self.sync(name)
+        await self._tell()
+        if held and published is not None and self.on_programmed is not None:
+            self.on_programmed(max(0.0, time.time() - published))
+
+    async def _tell(self) -> None:
+        for listener in self.listeners:
+            await listener()
+
     async def run(self) -> None:
         """Snapshot, then watch, for ever; list again whenever the watch ends."""
-        while True:
-            try:
-                revision = await self.snapshot()
-                async for event in self.etcd.watch_prefix(self.keys.all("endpoints"), revision + 1):
-                    name, published = self._apply(event)
-                    if name is None:
-                        continue
-                    held = any(name in f.networks() for f in self.followers)
-                    await self.sync(name)
-                    if held and published is not None and self.on_programmed is not None:
-                        self.on_programmed(max(0.0, time.time() - published))
-            except aetcd.RevisionCompactedError:
-                log.warning("cluster: endpoint watch fell behind a compaction; listing again")
-            except ClusterUnavailable as exc:
-                log.warning("cluster: endpoint watch ended: %s; listing again when etcd is back", exc)
-                await asyncio.sleep(self.retry)
-            except Exception as exc:  # noqa: BLE001 - keep learning; say why
-                log.error("cluster: endpoint watch failed: %s", exc, exc_info=True)
-                await asyncio.sleep(self.retry)
+        async def snapshot() -> int:
+            revision = await self.snapshot()
+            await self._tell()
+            return revision
+        await self.etcd.follow(self.keys.all("endpoints"), snapshot, self._on_event, "endpoint", self.retry)

@@ -8,16 +8,20 @@ from gRPC's own name resolution (`ipv4:a:port,b:port`, round robin).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 import aetcd
 import grpc
 from aetcd import rpc, watcher
 
 from ..errors import DriverError
+
+log = logging.getLogger("pynet.cluster")
 
 # gRPC keepalive, so a frozen etcd ends a watch in seconds rather than never;
 # etcd accepts pings no more often than every 5 s by default.
@@ -171,6 +175,25 @@ class Etcd:
             raise
         except aetcd.ClientError as exc:
             raise self.unavailable(exc) from None
+
+    async def follow(self, prefix: bytes, snapshot: Callable[[], Awaitable[int]],
+                     apply: Callable[[Any], Awaitable[None]], what: str, retry: float = 1.0) -> None:
+        """For ever: `snapshot()` (it lists the prefix and returns the revision it read at),
+        then `apply` each later event; list again whenever the watch ends (etcd away,
+        the revision compacted), so nothing between is missed."""
+        while True:
+            try:
+                revision = await snapshot()
+                async for event in self.watch_prefix(prefix, revision + 1):
+                    await apply(event)
+            except aetcd.RevisionCompactedError:
+                log.warning("cluster: the %s watch fell behind a compaction; listing again", what)
+            except ClusterUnavailable as exc:
+                log.warning("cluster: the %s watch ended: %s; listing again when etcd is back", what, exc)
+                await asyncio.sleep(retry)
+            except Exception as exc:  # noqa: BLE001 - keep learning; say why
+                log.error("cluster: the %s watch failed: %s", what, exc, exc_info=True)
+                await asyncio.sleep(retry)
 
     async def lease(self, ttl: int) -> Any:
         try:

@@ -88,3 +88,19 @@ class Iptables:
         code, _, err = await self._exec([tool, "--noflush", "--wait", "5"], stdin=text.encode())
         if code != 0:
             raise KernelError(f"{tool}: {err or f'exit {code}'} (batch: {text.strip()!r})")
+
+    async def packets(self, family: int, table: str, chain: str, spec: str) -> int:
+        """Packets the rule `spec` of `chain` has matched, summed over its copies (0 if absent)."""
+        code, out, err = await self._exec([f"{self.binaries[family]}-save", "-c", "-t", table])
+        if code != 0:
+            raise KernelError(f"{self.binaries[family]}-save -c -t {table}: {err or f'exit {code}'}")
+        return count_packets(out, chain, spec)
+
+
+def count_packets(saved: str, chain: str, spec: str) -> int:
+    """From `iptables-save -c` text: packets of every `[p:b] -A chain spec` line."""
+    total, tail = 0, f" -A {chain} {spec}"
+    for line in saved.splitlines():
+        if line.startswith("[") and line.endswith(tail):
+            total += int(line[1:line.index(":")])
+    return total

@@ -12,15 +12,18 @@ from typing import AsyncIterator
 from ..bridge.api import BridgeNetworks
 from ..cluster.assembly import Cluster
 from ..db import Database
+from ..firewall import Firewall
 from ..kernel.sysctl import Sysctl
 from .addressing import overlay_mtu
 from ..periodic import every
 from .mode import OverlayMode
+from .guard import VxlanGuard
 from .peers import Peers
 
 log = logging.getLogger("pynet.overlay")
 
 VERIFY_EVERY = 30.0
+LOOK_EVERY = 10.0  # the VXLAN guard's counter and the senders it dropped
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Overlay:
     cluster: Cluster
     peers: Peers
     mode: OverlayMode
+    guard: VxlanGuard
 
 
 # Every remote container is a permanent neighbour entry: permanent entries are never
@@ -50,7 +54,8 @@ async def raise_neighbour_limits(sysctl: Sysctl) -> None:
                 log.warning("cluster: %s: with many remote containers the neighbour table may overflow", problem)
 
 
-async def open_overlay(cluster: Cluster, db: Database, ipr, sysctl: Sysctl, bridge: BridgeNetworks) -> Overlay:
+async def open_overlay(cluster: Cluster, db: Database, ipr, sysctl: Sysctl, firewall: Firewall,
+                       bridge: BridgeNetworks) -> Overlay:
     await raise_neighbour_limits(sysctl)
     membership = cluster.membership
     peers = Peers(cluster.endpoints, ipr)
@@ -59,13 +64,15 @@ async def open_overlay(cluster: Cluster, db: Database, ipr, sysctl: Sysctl, brid
     await mode.load()
     cluster.endpoints.follow(peers)
     cluster.local_views.append(mode.local_view)
+    guard = VxlanGuard(firewall, cluster.members, membership.vtep)
     log.info("overlay: VTEP %s, overlay MTU %d", membership.vtep, mode.mtu)
-    return Overlay(cluster, peers, mode)
+    return Overlay(cluster, peers, mode, guard)
 
 
 async def overlay_tasks(overlay: Overlay) -> AsyncIterator[None]:
     """Started with the server, stopped with it (before the cluster's)."""
-    tasks = [asyncio.create_task(every(VERIFY_EVERY, overlay.mode.verify, "overlay verification"))]
+    tasks = [asyncio.create_task(every(VERIFY_EVERY, overlay.mode.verify, "overlay verification")),
+             asyncio.create_task(every(LOOK_EVERY, overlay.guard.look, "VXLAN guard's look"))]
     yield
     for task in tasks:
         task.cancel()

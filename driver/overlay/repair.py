@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from .. import naming
-from ..findings import Decision, Finding
+from ..findings import Decision, Expected, Finding
 from ..kernel import links, vxlan
 
 if TYPE_CHECKING:
+    from .guard import VxlanGuard
     from .mode import OverlayMode, OverlayNetwork
 
 
@@ -25,8 +26,8 @@ class OverlaySnapshot:
 
 
 class OverlayReconciliation:
-    def __init__(self, mode: "OverlayMode") -> None:
-        self.mode = mode
+    def __init__(self, mode: "OverlayMode", guard: Optional["VxlanGuard"] = None) -> None:
+        self.mode, self.guard = mode, guard
 
     def counts(self) -> tuple[int, int]:
         return 0, 0  # its networks and endpoints are the bridge mode's, counted there
@@ -76,8 +77,13 @@ class OverlayReconciliation:
     async def _device(self, net: "OverlayNetwork") -> None:
         await self.mode.ensure_device(net)
 
-    def expected_rules(self) -> list:
-        return []
+    def expected_rules(self) -> list[Expected]:
+        if self.guard is None or self.guard.rules is None:
+            return []
+        return [Expected(Finding("firewall rules restored", "overlay VXLAN guard",
+                                 "IPv{family} rules that accept VXLAN from cluster members only are missing",
+                                 "anyone on the underlay can send frames into this host's overlay networks",
+                                 "put the guard's rules back"), self.guard.rules)]
 
     def held_subnets(self) -> list:
         return []

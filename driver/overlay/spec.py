@@ -6,10 +6,16 @@ entries and their verification."""
 from __future__ import annotations
 
 from functools import partial
-from typing import cast
+from typing import TYPE_CHECKING, Iterable, cast
 
+from prometheus_client.core import CounterMetricFamily
+
+from ..metrics import Metrics
 from ..registry import ModeHost, ModeSpec, Running
 from . import store
+
+if TYPE_CHECKING:
+    from .assembly import Overlay
 
 
 async def start(host: ModeHost, _settings: None) -> Running:
@@ -20,10 +26,26 @@ async def start(host: ModeHost, _settings: None) -> Running:
     # What builds_on=("bridge", "cluster") started.
     bridge = cast(BridgeNetworks, host.started["bridge"].mode)
     cluster = cast(Cluster, host.started["cluster"].parts)
-    overlay = await open_overlay(cluster, host.db, host.ipr, host.sysctl, bridge)
+    overlay = await open_overlay(cluster, host.db, host.ipr, host.sysctl, host.firewall, bridge)
     # With the bridge mode's, which covers every bridge and veth, overlay ones included.
-    reconciliation = OverlayReconciliation(overlay.mode)
-    return Running(overlay.mode, reconciliation, tasks=partial(overlay_tasks, overlay))
+    reconciliation = OverlayReconciliation(overlay.mode, overlay.guard)
+    return Running(overlay.mode, reconciliation, tasks=partial(overlay_tasks, overlay),
+                   metrics=partial(add_metrics, overlay))
+
+
+class _Guard:
+    def __init__(self, overlay: "Overlay") -> None:
+        self.overlay = overlay
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily("pynet_overlay_vxlan_dropped_packets",
+                                  "VXLAN packets dropped because they came from no cluster member's address"
+                                  " (as the kernel's counter stood at the last look, every 10 s)",
+                                  value=self.overlay.guard.dropped)
+
+
+def add_metrics(overlay: "Overlay", metrics: Metrics) -> None:
+    metrics.registry.register(_Guard(overlay))
 
 
 SPEC = ModeSpec("overlay", start, builds_on=("bridge", "cluster"), schema=(store.SCHEMA,))

@@ -32,6 +32,10 @@ def etcd_json(rig, key: str):
     return json.loads(out) if out.strip() else None
 
 
+def guard(host) -> str:
+    return sh("ip", "netns", "exec", host.ns, "iptables", "-S", "PYNET-INPUT").stdout
+
+
 def neighbours(host) -> str:
     return sh("ip", "-n", host.ns, "neigh", "show", "nud", "permanent").stdout
 
@@ -45,10 +49,13 @@ def test_a_lost_host_is_reclaimed_and_resurrects_nothing(rig):
     doomed = Container(h3, net, "l3").start()
     assert a.ping(doomed.ip)
     lost_ip = doomed.ip
+    member = f"-s {h3.vtep}/32 -d {h1.vtep}/32 -p udp -m udp --dport 4789"
+    assert member in guard(h1)  # h1 accepts VXLAN from h3
     h3.stop(signal.SIGKILL)  # the whole host: its pynet, and (below) its containers
     sh("ip", "netns", "del", doomed.ns)
     # Lease (2 s) + grace (2 s) + a check (5 s at most): its peers forget it, its address cools.
     assert until(lambda: lost_ip not in neighbours(h1), 20), neighbours(h1)
+    assert until(lambda: member not in guard(h1), 5)  # and cut it off
     claim = etcd_json(rig, f"/pynet/addresses/lost/{lost_ip}")
     assert claim is not None and claim.get("was") == "h3" and "cooling_until" in claim
     assert "reclaimed" in h1.log() + h2.log()
@@ -62,6 +69,7 @@ def test_a_lost_host_is_reclaimed_and_resurrects_nothing(rig):
     assert until(lambda: "was reclaimed while away" in h3.log(), 10)
     assert etcd_json(rig, f"/pynet/addresses/lost/{lost_ip}")["host"] == "h2"
     assert until(lambda: (etcd_json(rig, "/pynet/hosts/h3") or {}).get("epoch") == 2, 10)
+    assert until(lambda: member in guard(h1), 5)  # registered again: let in again
     fresh = Container(h3, net, "l4").start()
     assert fresh.ip != lost_ip and a.ping(fresh.ip)
     for c in (a, fresh):
