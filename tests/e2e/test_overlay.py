@@ -278,3 +278,55 @@ def test_a_routed_network_spans_docker_hosts_unencapsulated(cluster):
             host.docker_proc("rm", "-f", name)
         for host in cluster:
             host.docker_proc("network", "rm", "flat")
+
+
+def test_a_vxlan_sender_that_is_no_member_gets_nothing_in(cluster, underlay):
+    """A namespace on the underlay with the network's VNI, aimed at o1: its frames are
+    dropped before decapsulation (counted, named in the log); members keep talking."""
+    import ipaddress
+    import re
+    import sys
+
+    from driver.overlay.addressing import endpoint_mac
+    o1, o2 = cluster[0], cluster[1]
+    for host in (o1, o2):
+        create(host, "guarded", "--subnet", "10.88.0.0/24")
+    rogue = f"{underlay.prefix}rogue"
+    try:
+        o1.docker("run", "-d", "--name", "g1", "--network", "guarded", IMAGE, "sleep", "1000")
+        o2.docker("run", "-d", "--name", "g2", "--network", "guarded", IMAGE, "sleep", "1000")
+        ip = o1.container_ip("g1", "guarded")
+        assert o2.docker_proc("exec", "g2", "ping", "-c", "1", "-W", "2", ip).returncode == 0
+        shown = json.loads(subprocess.run([sys.executable, "-m", "driver", "cluster", "--json", "--socket",
+                                           str(o1.pynet_socket)], capture_output=True, text=True, timeout=30).stdout)
+        vni = next(n["vni"] for n in shown["networks"] if n["name"] == "guarded")
+        subprocess.run(["ip", "netns", "add", rogue], check=True)
+        underlay.attach(rogue, "198.18.42.60/24", "urg")
+        for argv in (["link", "add", "vx0", "type", "vxlan", "id", str(vni), "local", "198.18.42.60", "remote",
+                      "198.18.42.1", "dstport", "4789", "nolearning"],
+                     ["addr", "add", "10.88.0.250/24", "dev", "vx0"], ["link", "set", "vx0", "up"],
+                     ["neigh", "add", ip, "lladdr", endpoint_mac(vni, ipaddress.ip_address(ip)), "dev", "vx0",
+                      "nud", "permanent"]):
+            subprocess.run(["ip", "-n", rogue, *argv], check=True)
+        pid = o1.docker("inspect", "-f", "{{.State.Pid}}", "g1")
+        subprocess.run(["nsenter", "-t", pid, "-n", "iptables", "-I", "INPUT", "-s", "10.88.0.250"], check=True)
+        subprocess.run(["ip", "netns", "exec", rogue, "ping", "-c", "20", "-i", "0.05", "-W", "1", ip],
+                       capture_output=True)
+        saved = subprocess.run(["nsenter", "-t", pid, "-n", "iptables-save", "-c", "-t", "filter"],
+                               capture_output=True, text=True).stdout
+        received = re.search(r"^\[(\d+):\d+\] -A INPUT -s 10\.88\.0\.250/32$", saved, re.M)
+        assert received and received.group(1) == "0", saved
+        # Counted (read every 10 s) and named in o1's log.
+        log = o1.workdir / "pynet.log"
+        assert until(lambda: "VXLAN from 198.18.42.60 dropped" in log.read_text(errors="replace"), 15)
+        dropped = re.search(r"^pynet_overlay_vxlan_dropped_packets_total (\S+)$", subprocess.run(
+            ["curl", "-s", "--unix-socket", str(o1.pynet_socket), "http://pynet/metrics"], capture_output=True,
+            text=True).stdout, re.M)
+        assert dropped and float(dropped.group(1)) >= 20
+        assert o2.docker_proc("exec", "g2", "ping", "-c", "1", "-W", "2", ip).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", rogue], capture_output=True)
+        for host, name in ((o1, "g1"), (o2, "g2")):
+            host.docker_proc("rm", "-f", name)
+        for host in (o1, o2):
+            host.docker_proc("network", "rm", "guarded")
