@@ -88,3 +88,28 @@ def test_a_rogue_vxlan_sender_gets_nothing_in_and_members_keep_talking(rig):
         sh("ip", "netns", "del", rogue, check=False)
         a.remove()
         b.remove()
+
+
+def test_etcd_away_across_a_pynet_restart_keeps_the_last_known_members(rig):
+    import signal
+    h1, h2 = rig.hosts
+    net = Network("kept-members", "10.77.0.0/24")
+    for host in rig.hosts:
+        net.create_on(host)
+    a, b = Container(h1, net, "k1").start(), Container(h2, net, "k2").start()
+    try:
+        assert until(lambda: b.ping(a.ip))
+        before = guard(h1)
+        rig.stop_etcd()
+        try:
+            h1.stop(signal.SIGKILL)
+            h1.start(*rig.flags)
+            assert guard(h1) == before  # nothing known yet: what the kernel has stands
+            assert b.ping(a.ip) and a.ping(b.ip)
+        finally:
+            rig.start_etcd()
+        assert until(lambda: f"-s {h2.vtep}/32" in guard(h1), 15)
+        assert until(lambda: b.ping(a.ip), 10)
+    finally:
+        a.remove()
+        b.remove()
