@@ -36,6 +36,17 @@ def requested(req: CreateNetworkRequest, mode: str) -> tuple[str, dict, dict]:
     return name, options, generic
 
 
+def requested_mtu(generic: dict, option: str, limit: int, subject: str, why: str) -> int:
+    """The MTU a cluster network asks for (`option` in its generic options), or `limit`,
+    the most its mode allows (`why` says why)."""
+    if option not in generic:
+        return limit
+    value = generic[option]
+    if not str(value).isdigit() or not 68 <= int(value) <= limit:
+        raise InvalidRequest(f"{subject}: MTU {value!r}: it must be a number from 68 to {limit} ({why})")
+    return int(value)
+
+
 def definition_of(req: CreateNetworkRequest, mtu: int) -> dict[str, Any]:
     """What every host must agree on, from this host's CreateNetwork."""
     data = [*(req.IPv4Data or []), *(req.IPv6Data or [])]

@@ -32,7 +32,7 @@ from ..rollback import Rollback
 from ..kernel import links, vxlan
 from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                     CreateNetworkRequest, Empty, EndpointInterface, EndpointRequest, NetworkRequest)
-from ..cluster.definitions import agree, definition_of, requested
+from ..cluster.definitions import agree, definition_of, requested, requested_mtu
 from ..cluster.endpoints import Endpoints
 from ..cluster.etcd import Etcd
 from ..cluster.keys import Keys
@@ -90,12 +90,9 @@ class OverlayMode(OnBridgeNetworks):
     async def create_network(self, req: CreateNetworkRequest) -> Empty:
         nid = naming.short(req.NetworkID)
         name, options, generic = requested(req, "overlay")
-        if req.NetworkID in self.networks:
-            return await self.bridge.create_network(self._bridge_request(req, options, generic, self.mtu))
-        mtu = int(generic[MTU]) if MTU in generic else self.mtu
-        if mtu > self.mtu:
-            raise InvalidRequest(f"network {nid}: MTU {mtu} is more than the overlay allows ({self.mtu}: the"
-                                 " underlay's minus the VXLAN headers)")
+        mtu = requested_mtu(generic, MTU, self.mtu, f"network {nid}", "the underlay's minus the VXLAN headers")
+        if req.NetworkID in self.networks:  # a repeat: the bridge mode checks it is the same, MTU included
+            return await self.bridge.create_network(self._bridge_request(req, options, generic, mtu))
         self._creating.add(req.NetworkID)
         try:
             definition = await agree(self.etcd, self.keys, name, "overlay", definition_of(req, mtu),

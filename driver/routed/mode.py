@@ -30,7 +30,7 @@ from ipam.service import CLUSTER_OPTION
 
 from .. import naming
 from ..bridge.api import MTU_OPTION as MTU, BridgeNetworks, Build, OnBridgeNetworks, Step
-from ..cluster.definitions import agree, definition_of, requested
+from ..cluster.definitions import agree, definition_of, requested, requested_mtu
 from ..cluster.endpoints import Endpoints
 from ..cluster.etcd import Etcd
 from ..cluster.keys import Keys
@@ -97,7 +97,8 @@ class RoutedMode(OnBridgeNetworks):
                 raise InvalidRequest(f"network {nid}: subnet {data.Pool} of routed cluster network {name} is not"
                                      f" from the cluster's pools (another host could hand out the same addresses):"
                                      f" create it with --ipam-driver pynet --ipam-opt {CLUSTER_OPTION}={name}")
-        mtu = _mtu(generic, self.mtu, nid)
+        mtu = requested_mtu(generic, MTU, self.mtu, f"network {nid}",
+                            "the underlay's: packets travel unencapsulated")
         bridge_req = req.model_copy(update={"Options": {**options, GENERIC: {**generic, MTU: str(mtu)}}})
         if req.NetworkID in self.networks:  # a repeat: the bridge mode checks it is the same
             return await self.bridge.create_network(bridge_req)
@@ -176,16 +177,6 @@ class RoutedMode(OnBridgeNetworks):
             except Exception as exc:  # noqa: BLE001 - the routes are checked all the same
                 log.error("network %s: setting it up again failed: %s", naming.short(net.network_id), exc)
         await self.routes.verify()
-
-
-def _mtu(generic: dict, underlay_mtu: int, nid: str) -> int:
-    if MTU not in generic:
-        return underlay_mtu
-    value = generic[MTU]
-    if not str(value).isdigit() or not 68 <= int(value) <= underlay_mtu:
-        raise InvalidRequest(f"network {nid}: MTU {value!r}: a routed network's MTU is a number from 68 to the"
-                             f" underlay's ({underlay_mtu}: packets travel unencapsulated)")
-    return int(value)
 
 
 async def _proxy_arp(b: Build) -> None:

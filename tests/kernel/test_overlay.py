@@ -186,3 +186,23 @@ def test_overlay_drift_is_found_and_repaired(rig):
     finally:
         a.remove()
         b.remove()
+
+
+def test_a_repeated_create_network_with_its_own_mtu_is_accepted(rig):
+    import secrets
+    h1 = rig.hosts[0]
+    pool = h1.call("IpamDriver.RequestPool", {"Pool": "10.78.0.0/24", "Options": {"pynet.cluster": "again"}})
+    gateway = h1.call("IpamDriver.RequestAddress", {
+        "PoolID": pool["PoolID"], "Options": {"RequestAddressType": "com.docker.network.gateway"}})["Address"]
+    body = {"NetworkID": secrets.token_hex(32),
+            "Options": {"com.docker.network.generic": {"pynet.mode": "overlay", "pynet.cluster": "again",
+                                                       "com.docker.network.driver.mtu": "1400"}},
+            "IPv4Data": [{"AddressSpace": "PynetLocal", "Pool": "10.78.0.0/24", "Gateway": gateway}]}
+    h1.call("NetworkDriver.CreateNetwork", body)
+    h1.call("NetworkDriver.CreateNetwork", body)  # Docker may repeat it: the same network, its MTU too
+    with pytest.raises(RuntimeError, match=r"MTU 'lots': it must be a number from 68 to 1450"):
+        h1.call("NetworkDriver.CreateNetwork", {**body, "NetworkID": secrets.token_hex(32), "Options": {
+            "com.docker.network.generic": {"pynet.mode": "overlay", "pynet.cluster": "again2",
+                                           "com.docker.network.driver.mtu": "lots"}}})
+    h1.call("NetworkDriver.DeleteNetwork", {"NetworkID": body["NetworkID"]})
+    h1.call("IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})

@@ -12,7 +12,7 @@ from driver.cluster.endpoints import Endpoints
 from driver.cluster.keys import Keys
 from driver.errors import InvalidRequest, KernelError
 from driver.routed import routes as routes_module
-from driver.routed.mode import _mtu
+from driver.cluster.definitions import requested_mtu
 from driver.routed.routes import Routes
 from driver.routed.rules import cross_host_rules, routed_sysctls
 
@@ -44,12 +44,13 @@ def test_proxy_arp_answers_at_once():
     assert ("net/ipv4/neigh/pn-1/proxy_delay", "0") in routed_sysctls("pn-1")
 
 
-def test_the_mtu_is_the_underlays_at_most():
-    assert _mtu({}, 1500, "n") == 1500
-    assert _mtu({"com.docker.network.driver.mtu": "1400"}, 1500, "n") == 1400
-    for bad in ("1501", "abc", "10"):
-        with pytest.raises(InvalidRequest, match="from 68 to the underlay's"):
-            _mtu({"com.docker.network.driver.mtu": bad}, 1500, "n")
+def test_the_mtu_is_the_modes_limit_at_most():
+    option = "com.docker.network.driver.mtu"
+    assert requested_mtu({}, option, 1500, "network n", "why") == 1500
+    assert requested_mtu({option: "1400"}, option, 1500, "network n", "why") == 1400
+    for bad in ("1501", "abc", "10", "-1"):
+        with pytest.raises(InvalidRequest, match=rf"network n: MTU '{bad}': it must be a number from 68 to 1500 \(why\)"):
+            requested_mtu({option: bad}, option, 1500, "network n", "why")
 
 
 class Kernel:
