@@ -12,7 +12,7 @@ of the bridge mode: no records, no handles.
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Awaitable, Callable, Optional, Protocol
 
 from ipam.addr import IPAddress, IPNetwork
 
@@ -36,6 +36,12 @@ class BridgeNetworks(NetworkApi, Protocol):
 
     def withdraw(self, network_id: str) -> None:
         """Forget the steps and rules added to the network (after its deletion)."""
+        ...
+
+    def on_reclaimed(self, told: Callable[[str, str], Awaitable[None]]) -> None:
+        """`told(network ID, endpoint ID)` after the bridge mode drops an endpoint Docker no
+        longer has (its container gone while pynet could not hear it): what a mode keeps of
+        it elsewhere (a cluster's record) goes too. No DeleteEndpoint comes for it."""
         ...
 
     async def set_up_again(self, network_id: str) -> bool:

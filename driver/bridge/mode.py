@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import Optional, Sequence
+from typing import Awaitable, Callable, Optional, Sequence
 
 from pyroute2 import AsyncIPRoute
 
@@ -68,6 +68,7 @@ class BridgeMode:
         self._creating: dict[str, store.Network] = {}  # networks in flight, for bridge-name clashes
         self._added_steps: dict[str, list[Step]] = {}  # network ID -> steps a mode built on it adds (api.py)
         self._added_rules: dict[str, list[AddedRules]] = {}  # network ID -> rules it adds
+        self._reclaimed: list[Callable[[str, str], Awaitable[None]]] = []  # told (network, endpoint) reclaimed
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def load(self) -> None:
@@ -183,6 +184,9 @@ class BridgeMode:
             self._added_steps.setdefault(network_id, []).append(step)
         if rules is not None:
             self._added_rules.setdefault(network_id, []).append(rules)
+
+    def on_reclaimed(self, told: Callable[[str, str], Awaitable[None]]) -> None:
+        self._reclaimed.append(told)
 
     def withdraw(self, network_id: str) -> None:
         self._added_steps.pop(network_id, None)
@@ -415,6 +419,12 @@ class BridgeMode:
             await self.db.write(lambda c: store.delete_endpoint(c, ep.endpoint_id))
         log.warning("endpoint %s on network %s reclaimed: %s%s", naming.short(ep.endpoint_id),
                     naming.short(ep.network_id), reason, f" ({'; '.join(errors)})" if errors else "")
+        for told in self._reclaimed:
+            try:
+                await told(ep.network_id, ep.endpoint_id)
+            except Exception as exc:  # noqa: BLE001 - the endpoint is gone here all the same
+                log.error("endpoint %s: telling a mode built on its network failed: %s",
+                          naming.short(ep.endpoint_id), exc)
         return True
 
     async def address_released(self, pool: IPNetwork, addr: IPAddress) -> None:

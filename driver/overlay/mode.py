@@ -69,6 +69,7 @@ class OverlayMode(OnBridgeNetworks):
         self.vtep, self.mtu = vtep, mtu
         self.networks: dict[str, OverlayNetwork] = {}
         self._creating: set[str] = set()
+        bridge.on_reclaimed(self.endpoint_reclaimed)
 
     async def load(self) -> None:
         rows = await self.db.read(store.load_networks)
@@ -183,6 +184,12 @@ class OverlayMode(OnBridgeNetworks):
             await self.endpoints.publish(net.name, req.EndpointID,
                                          [a.split("/")[0] for a in (iface.Address, iface.AddressIPv6) if a], mac=mac)
         return reply
+
+    async def endpoint_reclaimed(self, network_id: str, endpoint_id: str) -> None:
+        """The bridge mode dropped an endpoint of ours that Docker no longer has: its record goes."""
+        net = self.networks.get(network_id)
+        if net is not None:
+            await self.endpoints.unpublish(net.name, endpoint_id)
 
     async def delete_endpoint(self, req: EndpointRequest) -> Empty:
         net = self.networks.get(req.NetworkID)

@@ -62,6 +62,7 @@ class RoutedMode(OnBridgeNetworks):
         self.underlay_version = underlay_version
         self.networks: dict[str, RoutedNetwork] = {}
         self._creating: set[str] = set()
+        bridge.on_reclaimed(self.endpoint_reclaimed)
 
     async def load(self) -> None:
         for network_id, name in await self.db.read(store.load_networks):
@@ -152,6 +153,12 @@ class RoutedMode(OnBridgeNetworks):
                       "its bridge endpoint")
             await self.endpoints.publish(net.name, req.EndpointID, [iface.Address.split("/")[0]])
         return reply
+
+    async def endpoint_reclaimed(self, network_id: str, endpoint_id: str) -> None:
+        """The bridge mode dropped an endpoint of ours that Docker no longer has: its record goes."""
+        net = self.networks.get(network_id)
+        if net is not None:
+            await self.endpoints.unpublish(net.name, endpoint_id)
 
     async def delete_endpoint(self, req: EndpointRequest) -> Empty:
         net = self.networks.get(req.NetworkID)

@@ -206,3 +206,20 @@ def test_a_repeated_create_network_with_its_own_mtu_is_accepted(rig):
                                            "com.docker.network.driver.mtu": "lots"}}})
     h1.call("NetworkDriver.DeleteNetwork", {"NetworkID": body["NetworkID"]})
     h1.call("IpamDriver.ReleasePool", {"PoolID": pool["PoolID"]})
+
+
+def test_a_container_gone_behind_pynets_back_is_forgotten_by_the_peers(rig):
+    """No DeleteEndpoint came (pynet could not hear it): the bridge mode reclaims the
+    endpoint, and its record goes from etcd, so its peers drop its entries."""
+    from tests.support.cluster_rig import sh
+    net = Network("orphans", "10.72.0.0/24")
+    for host in rig.hosts[:2]:
+        net.create_on(host)
+    a, b = Container(rig.hosts[0], net, "x1").start(), Container(rig.hosts[1], net, "x2").start()
+    try:
+        assert until(lambda: a.ping(b.ip))
+        sh("ip", "netns", "del", b.ns)
+        assert until(lambda: b.ip not in _neighbours(rig.hosts[0]), 20), _neighbours(rig.hosts[0])
+    finally:
+        a.remove()
+        b.remove()

@@ -225,3 +225,16 @@ def test_restarted_pynet_keeps_its_routes_and_rules(rig):
     finally:
         for x in (a, b):
             x.remove()
+
+
+def test_a_container_gone_behind_pynets_back_stops_being_routed(rig):
+    """Docker tore a container down while pynet could not hear it (no DeleteEndpoint):
+    the bridge mode reclaims the endpoint, and its record goes from etcd with it."""
+    h1, h2, net, a, b = pair(rig, "orphan", "10.89.0.0/24")
+    try:
+        assert routes(h1).get(b.ip) == h2.vtep
+        sh("ip", "netns", "del", b.ns)  # its veth goes with it
+        assert until(lambda: "reclaimed" in h2.log() and b.ip not in routes(h1), 20), routes(h1)
+    finally:
+        a.remove()
+        b.remove()
