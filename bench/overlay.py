@@ -57,6 +57,7 @@ class OverlayBench:
                 self.swarm = self.start_swarm(hosts)
                 try:
                     self.start_times(hosts)
+                    self.first_packets(hosts)
                     self.throughput(hosts)
                 finally:
                     for p in self.procs:
@@ -108,6 +109,30 @@ class OverlayBench:
         programmed = {le: b1[le] - b0.get(le, 0.0) for le in b1}
         # Both pynet networks started a container each round: per start, half of it.
         self.results.update(start_times=times, txn_per_start=txn / self.starts / 2, programmed=programmed)
+
+    def first_packets(self, hosts) -> None:
+        """From `docker run` on o1 to the container's first ping answered by a container on
+        o2, per cluster network, in rotating order: start and first packet across hosts."""
+        o1, o2 = hosts
+        nets = {"overlay": NET, "routed": ROUTED_NET, **({"swarm": SWARM_NET} if self.swarm else {})}
+        targets = {}
+        for kind, net in nets.items():
+            o2.docker("run", "-d", "--name", f"bench-fp-{kind}", "--network", net, IMAGE, "sleep", "1000")
+            targets[kind] = o2.container_ip(f"bench-fp-{kind}", net)
+        times: dict[str, list[float]] = {kind: [] for kind in nets}
+        kinds = list(nets)
+        try:
+            for i in range(self.starts):
+                for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+                    # ping's own timeout is 1 s a try: a late first answer costs at most that.
+                    loop = f"until ping -c 1 -W 1 {targets[kind]} >/dev/null 2>&1; do :; done"
+                    t0 = time.perf_counter()
+                    o1.docker("run", "--rm", "--network", nets[kind], IMAGE, "sh", "-c", loop, timeout=60)
+                    times[kind].append(time.perf_counter() - t0)
+        finally:
+            for kind in nets:
+                o2.docker_proc("rm", "-f", f"bench-fp-{kind}")
+        self.results["first_packet"] = times
 
     def _pair(self, host, server_host, suffix: str, net: str = NET) -> dict:
         server, client = f"bench-ovl-srv-{suffix}", f"bench-ovl-cli-{suffix}"

@@ -250,6 +250,15 @@ class Report:
             self.verdict("container start ≤ 0.70 of Swarm's (overlay)", _x(r), r <= 0.70)
         elif o.get("swarm_error"):
             self.row(sec, "Docker's Swarm overlay", f"not measured: {o['swarm_error']}")
+        fp = {k: percentile(v, 50) * 1000 for k, v in o.get("first_packet", {}).items() if v}
+        if fp:
+            self.row(sec, "`docker run` to the first ping answered from the other host, median"
+                     f" ({len(o['first_packet']['overlay'])} each): " + " / ".join(fp),
+                     " / ".join(_ms(v) for v in fp.values()))
+        if "swarm" in fp:
+            r = ratio(fp["overlay"], fp["swarm"])
+            self.row(sec, "**ratio overlay/Swarm, start to first packet across hosts (median)**", _x(r))
+            self.verdict("start to first cross-host packet ≤ 0.70 of Swarm's (overlay)", _x(r), r <= 0.70)
         self.row(sec, "etcd transactions per container, started and removed (`--rm`), on its host", f"{o['txn_per_start']:.1f}")
         prog = o.get("programmed", {})
         total = prog.get(float("inf"), 0.0)
