@@ -93,10 +93,13 @@ class VxlanGuard:
         """The drop's counter, and the senders it noted, named once in a while each."""
         if self.rules is None:
             return
+        senders = await asyncio.to_thread(_senders, self.recent)
+        if not senders and not self.dropped:
+            return  # nothing was ever dropped: spare the idle host an iptables-save
         drop = self.rules[-1]
         self.dropped = await self.firewall.iptables.packets(drop.family, "filter", INPUT, drop.text)
         now = time.time()
-        for sender in await asyncio.to_thread(_senders, self.recent):
+        for sender in senders:
             if now - self.said.get(sender, 0.0) >= SAY_AGAIN_AFTER:
                 self.said[sender] = now
                 log.warning("overlay: VXLAN from %s dropped: not the underlay address of a cluster member"

@@ -212,7 +212,7 @@ def test_a_container_gone_behind_pynets_back_is_forgotten_by_the_peers(rig):
     """No DeleteEndpoint came (pynet could not hear it): the bridge mode reclaims the
     endpoint, and its record goes from etcd, so its peers drop its entries."""
     from tests.support.cluster_rig import sh
-    net = Network("orphans", "10.72.0.0/24")
+    net = Network("orphans", "10.74.0.0/24")
     for host in rig.hosts[:2]:
         net.create_on(host)
     a, b = Container(rig.hosts[0], net, "x1").start(), Container(rig.hosts[1], net, "x2").start()
