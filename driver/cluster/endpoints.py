@@ -24,11 +24,12 @@ import json
 import logging
 import time
 from functools import partial
-from typing import Awaitable, Callable, Iterable, Optional, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Optional, Protocol
 
 from .. import naming
 from ..db import Database
 from ..errors import Conflict
+from ..wire import Empty, EndpointRequest
 from . import store
 from .etcd import ClusterUnavailable, Etcd
 from .keys import Keys
@@ -47,6 +48,27 @@ class Follower(Protocol):
     async def sync(self, name: str) -> None:
         """Bring one network's kernel entries to what `Endpoints.remote(name)` says."""
         ...
+
+
+class PublishedEndpoints:
+    """What a cluster mode on bridge networks does alike when an endpoint goes: the
+    bridge mode drops it, and its record goes from etcd (DeleteEndpoint, or the bridge
+    mode's own reclaim of an endpoint Docker no longer has). Its networks map a network
+    ID to something with the cluster network's `name`."""
+
+    bridge: Any  # a NetworkApi (the mode's narrower BridgeNetworks, which mypy would call incompatible)
+    endpoints: "Endpoints"
+    networks: Mapping[str, Any]
+
+    async def endpoint_reclaimed(self, network_id: str, endpoint_id: str) -> None:
+        net = self.networks.get(network_id)
+        if net is not None:
+            await self.endpoints.unpublish(net.name, endpoint_id)
+
+    async def delete_endpoint(self, req: EndpointRequest) -> Empty:
+        await self.bridge.delete_endpoint(req)
+        await self.endpoint_reclaimed(req.NetworkID, req.EndpointID)
+        return Empty()
 
 
 class Endpoints:

@@ -33,7 +33,7 @@ from ..kernel import links, vxlan
 from ..wire import (GENERIC, CapabilitiesResponse, CreateEndpointRequest, CreateEndpointResponse,
                     CreateNetworkRequest, Empty, EndpointInterface, EndpointRequest, NetworkRequest)
 from ..cluster.definitions import agree, definition_of, requested, requested_mtu
-from ..cluster.endpoints import Endpoints
+from ..cluster.endpoints import Endpoints, PublishedEndpoints
 from ..cluster.etcd import Etcd
 from ..cluster.keys import Keys
 from . import store
@@ -61,7 +61,7 @@ def _alias(net: OverlayNetwork) -> str:
     return f"{naming.ALIAS_PREFIX}overlay:{net.network_id}"
 
 
-class OverlayMode(OnBridgeNetworks):
+class OverlayMode(OnBridgeNetworks, PublishedEndpoints):
     def __init__(self, bridge: BridgeNetworks, db: Database, ipr: Any, etcd: Etcd, keys: Keys,
                  endpoints: Endpoints, peers: Peers, vtep: str, mtu: int) -> None:
         self.bridge, self.db, self.ipr = bridge, db, ipr
@@ -184,19 +184,6 @@ class OverlayMode(OnBridgeNetworks):
             await self.endpoints.publish(net.name, req.EndpointID,
                                          [a.split("/")[0] for a in (iface.Address, iface.AddressIPv6) if a], mac=mac)
         return reply
-
-    async def endpoint_reclaimed(self, network_id: str, endpoint_id: str) -> None:
-        """The bridge mode dropped an endpoint of ours that Docker no longer has: its record goes."""
-        net = self.networks.get(network_id)
-        if net is not None:
-            await self.endpoints.unpublish(net.name, endpoint_id)
-
-    async def delete_endpoint(self, req: EndpointRequest) -> Empty:
-        net = self.networks.get(req.NetworkID)
-        await self.bridge.delete_endpoint(req)
-        if net is not None:
-            await self.endpoints.unpublish(net.name, req.EndpointID)
-        return Empty()
 
     async def local_view(self, name: str) -> Optional[dict]:
         """Its part of `pynet cluster` for cluster network `name`, if it holds it here."""

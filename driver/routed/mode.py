@@ -31,7 +31,7 @@ from ipam.service import CLUSTER_OPTION
 from .. import naming
 from ..bridge.api import MTU_OPTION as MTU, BridgeNetworks, Build, OnBridgeNetworks, Step
 from ..cluster.definitions import agree, definition_of, requested, requested_mtu
-from ..cluster.endpoints import Endpoints
+from ..cluster.endpoints import Endpoints, PublishedEndpoints
 from ..cluster.etcd import Etcd
 from ..cluster.keys import Keys
 from ..db import Database
@@ -52,7 +52,7 @@ class RoutedNetwork:
     name: str
 
 
-class RoutedMode(OnBridgeNetworks):
+class RoutedMode(OnBridgeNetworks, PublishedEndpoints):
     def __init__(self, bridge: BridgeNetworks, db: Database, etcd: Etcd, keys: Keys, endpoints: Endpoints,
                  routes: Routes, underlay: str, mtu: int, pools: Callable[[str, str], bool],
                  underlay_version: int = 4) -> None:
@@ -153,19 +153,6 @@ class RoutedMode(OnBridgeNetworks):
                       "its bridge endpoint")
             await self.endpoints.publish(net.name, req.EndpointID, [iface.Address.split("/")[0]])
         return reply
-
-    async def endpoint_reclaimed(self, network_id: str, endpoint_id: str) -> None:
-        """The bridge mode dropped an endpoint of ours that Docker no longer has: its record goes."""
-        net = self.networks.get(network_id)
-        if net is not None:
-            await self.endpoints.unpublish(net.name, endpoint_id)
-
-    async def delete_endpoint(self, req: EndpointRequest) -> Empty:
-        net = self.networks.get(req.NetworkID)
-        await self.bridge.delete_endpoint(req)
-        if net is not None:
-            await self.endpoints.unpublish(net.name, req.EndpointID)
-        return Empty()
 
     # --- views and verification ---------------------------------------------------------
 
