@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from . import __version__, registry
 from .config import add_serve_arguments, config_from_args
+from .path import cli as path_cli
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -185,7 +186,7 @@ async def cmd_doctor(ctx: Context, args) -> int:
 
 
 COMMANDS = {"status": cmd_status, "networks": cmd_networks, "endpoints": cmd_endpoints,
-            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor}
+            "ports": cmd_ports, "ipam": cmd_ipam, "doctor": cmd_doctor, "path": path_cli.cmd_path}
 
 
 def all_commands() -> dict:
@@ -197,7 +198,8 @@ async def run_command(args) -> int:
     from .client import ClientError, Pynet, docker_view, find_socket
     try:
         pynet = Pynet(find_socket(args.socket))
-        view = await docker_view() if args.command in ("networks", "endpoints", "ports", "ipam", "doctor") else None
+        view = await docker_view() if args.command in ("networks", "endpoints", "ports", "ipam", "doctor",
+                                                      "path") else None
         return await all_commands()[args.command](Context(pynet, view), args)
     except ClientError as exc:
         print(f"pynet: {exc}", file=sys.stderr)
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
              "endpoints": "endpoints (of one network)",
              "ports": "published ports (Docker cannot show them)",
              "ipam": "pools: used, free, and who holds each address",
-             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe"}
+             "doctor": "compare state, kernel, firewall and Docker; --repair fixes what is safe",
+             "path": "a container's packet path, hop by hop, checked against pynet's state"}
     extra = {c.name: c for spec in registry.specs() for c in spec.commands}  # what the modes add
     for name, text in [*helps.items(), *((c.name, c.help) for c in extra.values())]:
         sub = commands.add_parser(name, help=text)
@@ -225,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("network", nargs="?", help="Docker name, ID or ID prefix")
         if name == "doctor":
             sub.add_argument("--repair", action="store_true", help="fix what is safe to fix")
+        if name == "path":
+            path_cli.add_arguments(sub)
         if name in extra:
             extra[name].add_arguments(sub)
     args = parser.parse_args(argv)

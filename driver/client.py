@@ -125,6 +125,7 @@ async def docker_view() -> Optional[dict]:
         name = (c.get("Names") or ["?"])[0].lstrip("/")
         for net_name, settings in ((c.get("NetworkSettings") or {}).get("Networks") or {}).items():
             if settings.get("EndpointID"):
-                endpoints[settings["EndpointID"]] = {"container": name, "network": net_name,
+                endpoints[settings["EndpointID"]] = {"container": name, "container_id": c.get("Id", ""),
+                                                     "network": net_name, "network_id": settings.get("NetworkID", ""),
                                                      "state": c.get("State")}
     return {"networks": {n["Id"]: n for n in networks}, "endpoints": endpoints}

@@ -3,6 +3,7 @@
     GET  /healthz          ready or not, and why
     GET  /debug/state      networks, endpoints, pools, published ports (JSON)
     GET  /debug/doctor     what is out of line between state, kernel and firewall (JSON)
+    GET  /debug/path       one endpoint's packet path, hop by hop (?endpoint=ID&to=ADDRESS[:PORT])
     GET  /metrics          Prometheus text format
     (and what each running mode adds: registry.Running.routes)
     POST /debug/reconcile  put it right (the only call here that changes anything)
@@ -27,6 +28,7 @@ from .config import Config
 from .db import Database
 from .metrics import Metrics
 from .modes import Modes
+from .path.service import path_of
 from .reconcile import Reconciler
 from .registry import Running
 
@@ -129,6 +131,10 @@ class DebugApi:
         findings = await self.reconciler.inspect()
         return web.json_response({"findings": [f.to_json() for f in findings]})
 
+    async def path(self, request: web.Request) -> web.Response:
+        return await path_of(request, [r.path for r in self.running if r.path is not None],
+                             [r.describe for r in self.running if r.describe is not None])
+
     async def reconcile(self, _: web.Request) -> web.Response:
         done = await self.reconciler.run()
         return web.json_response({"done": dict(done)})
@@ -141,6 +147,7 @@ class DebugApi:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/debug/state", self.state)
         app.router.add_get("/debug/doctor", self.doctor)
+        app.router.add_get("/debug/path", self.path)
         app.router.add_post("/debug/reconcile", self.reconcile)
         app.router.add_get("/metrics", self.metrics_text)
         for running in self.running:

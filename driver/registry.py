@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .kernel.sysctl import Sysctl
     from .metrics import Metrics
     from .modes import NetworkMode
+    from .path.model import HopKind, Path
     from .reconcile import ReconciledMode
 
 # The packages that register a mode, in the order their modes start.
@@ -78,6 +79,8 @@ class Running:
     # Where the pools of cluster networks are kept, if this mode keeps them (the IPAM
     # service asks it about every pool that names a cluster network).
     ipam_store: Optional["SharedIpamStore"] = None
+    # Adds its hops to an endpoint's path (`pynet path`) when it holds the endpoint's network.
+    path: Optional[Callable[["Path"], Awaitable[None]]] = None
     parts: Any = None  # what a mode built on this one uses (its builds_on), as its package declares it
 
 
@@ -91,6 +94,9 @@ class ModeSpec:
     settings: Optional[Settings] = None  # none: always on, with no flags of its own
     commands: tuple[Command, ...] = ()
     ipam_needs: str = ""  # what turns on the pools it keeps (ipam_store), for the refusal without it
+    # The hops its networks add to a container's path (after those of the modes it builds on,
+    # each before the kind it names): what `pynet path` shows and docs/packet-path.svg draws.
+    path_hops: tuple["HopKind", ...] = ()
 
 
 _specs: dict[str, ModeSpec] = {}

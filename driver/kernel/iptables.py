@@ -30,10 +30,18 @@ class Snapshot:
         return self.chain_rules(table, chain).count(spec)
 
 
-def parse_save(family: int, text: str) -> Snapshot:
+def parse_save(family: int, text: str, counts: dict[tuple[str, str, str], int] | None = None) -> Snapshot:
+    """iptables-save's text; with `-c` lines (`[packets:bytes] -A ...`), their packets
+    summed by (table, chain, spec) into `counts`."""
     snap = Snapshot(family)
     table = ""
     for line in text.splitlines():
+        if line.startswith("[") and counts is not None and "] -A " in line:
+            packets = int(line[1:line.index(":")])
+            line = line[line.index("] ") + 2:]
+            _, chain, *rest = line.split(" ", 2)
+            key = (table, chain, rest[0] if rest else "")
+            counts[key] = counts.get(key, 0) + packets
         if line.startswith("*"):
             table = line[1:].strip()
         elif line.startswith(":"):
@@ -77,6 +85,18 @@ class Iptables:
             snap.chains |= part.chains
             snap.rules.update(part.rules)
         return snap
+
+    async def counted(self, family: int) -> tuple[Snapshot, dict[tuple[str, str, str], int]]:
+        """A family's filter and nat rules with their packet counters (iptables-save -c)."""
+        snap, counts = Snapshot(family), dict[tuple[str, str, str], int]()
+        for table in ("filter", "nat"):
+            code, out, err = await self._exec([f"{self.binaries[family]}-save", "-c", "-t", table])
+            if code != 0:
+                raise KernelError(f"{self.binaries[family]}-save -c -t {table}: {err or f'exit {code}'}")
+            part = parse_save(family, out, counts)
+            snap.chains |= part.chains
+            snap.rules.update(part.rules)
+        return snap, counts
 
     async def apply(self, family: int, batch: dict[str, list[str]]) -> None:
         """Apply `-N/-A/-I/-D ...` lines per table in one atomic restore."""

@@ -44,3 +44,12 @@ def reserve(proto: str, host_ip: IPAddress, port: int) -> socket.socket:
 
 def port_of(sock: socket.socket) -> int:
     return sock.getsockname()[1]
+
+
+def held(sock: socket.socket) -> tuple[str, str, int] | None:
+    """(proto, address, port) a reserving socket holds; None once it is closed."""
+    if sock.fileno() == -1:
+        return None
+    proto = next((name for name, (_, number) in _TYPES.items() if number == sock.proto), str(sock.proto))
+    host, port = sock.getsockname()[:2]
+    return proto, host, port

@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily
 from ..metrics import Metrics
 from ..registry import ModeHost, ModeSpec, Running
 from . import store
+from .path import HOPS, add_hops
 
 if TYPE_CHECKING:
     from .assembly import Overlay
@@ -30,7 +31,7 @@ async def start(host: ModeHost, _settings: None) -> Running:
     # With the bridge mode's, which covers every bridge and veth, overlay ones included.
     reconciliation = OverlayReconciliation(overlay.mode, overlay.guard)
     return Running(overlay.mode, reconciliation, tasks=partial(overlay_tasks, overlay),
-                   metrics=partial(add_metrics, overlay))
+                   metrics=partial(add_metrics, overlay), path=partial(add_hops, overlay.mode))
 
 
 class _Guard:
@@ -48,4 +49,4 @@ def add_metrics(overlay: "Overlay", metrics: Metrics) -> None:
     metrics.registry.register(_Guard(overlay))
 
 
-SPEC = ModeSpec("overlay", start, builds_on=("bridge", "cluster"), schema=(store.SCHEMA,))
+SPEC = ModeSpec("overlay", start, builds_on=("bridge", "cluster"), schema=(store.SCHEMA,), path_hops=HOPS)

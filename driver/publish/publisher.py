@@ -116,6 +116,10 @@ class Publisher:
                 problems.append(f"endpoint {naming.short(ep.endpoint_id)}: {b}: {exc}")
         return problems
 
+    def held(self, endpoint_id: str) -> set[tuple[str, str, int]]:
+        """(proto, host address, port) of each socket held open for the endpoint now."""
+        return {h for h in map(ports.held, self._held.get(endpoint_id, [])) if h is not None}
+
     def release(self, endpoint_id: str) -> None:
         for sock in self._held.pop(endpoint_id, []):
             sock.close()

@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from ..metrics import Metrics
 from ..registry import ModeHost, ModeSpec, Running
 from . import store
+from .path import HOPS, add_hops
 
 if TYPE_CHECKING:
     from .assembly import Routed
@@ -28,7 +29,8 @@ async def start(host: ModeHost, _settings: None) -> Running:
     cluster = cast(Cluster, host.started["cluster"].parts)
     routed = await open_routed(cluster, host.db, host.ipr, bridge)
     return Running(routed.mode, RoutedReconciliation(routed.mode), tasks=partial(routed_tasks, routed),
-                   health=partial(health, routed), metrics=partial(add_metrics, routed))
+                   health=partial(health, routed), metrics=partial(add_metrics, routed),
+                   path=partial(add_hops, routed.mode))
 
 
 async def health(routed: "Routed") -> tuple[str, str]:
@@ -59,4 +61,4 @@ def add_metrics(routed: "Routed", metrics: Metrics) -> None:
     metrics.registry.register(_Routed(routed))
 
 
-SPEC = ModeSpec("routed", start, builds_on=("bridge", "cluster"), schema=(store.SCHEMA,))
+SPEC = ModeSpec("routed", start, builds_on=("bridge", "cluster"), schema=(store.SCHEMA,), path_hops=HOPS)

@@ -91,13 +91,55 @@ def test_doctor_finds_and_repairs_what_was_broken_behind_pynets_back(host, scena
         assert sick.returncode == 1, sick.stdout + sick.stderr
         assert f"endpoint {endpoint[:12]}" in sick.stdout and "the container still runs" in sick.stdout
         assert f"network {nid}: IPv4 firewall rules are missing" in sick.stdout
+        # `pynet path` marks the same hops, each with the repair doctor names.
+        broken = pynet(host, "path", a)
+        print(broken.stdout)
+        assert broken.returncode == 1, broken.stdout + broken.stderr
+        assert "(endpoints rebuilt)" in broken.stdout and "(firewall rules restored)" in broken.stdout
         repaired = pynet(host, "doctor", "--repair")
         print(repaired.stdout)
         assert repaired.returncode == 0, repaired.stdout
         assert "1 endpoints rebuilt" in repaired.stdout
         again = pynet(host, "doctor")
         assert again.returncode == 0, again.stdout + again.stderr
+        assert pynet(host, "path", a).returncode == 0
         ping = host.docker_proc("exec", a, "ping", "-c1", "-W2", host.container_ip(b, net))
         assert ping.returncode == 0, ping.stdout + ping.stderr
     finally:
         host.restart_pynet_with()
+
+
+def test_path_follows_a_container_hop_by_hop(host, scenario):
+    net = scenario.network("--subnet", "10.219.0.0/24")
+    web = scenario.run(net, "-p", "8095:80", cmd=HTTPD)
+    client = scenario.run(net)
+    shown = pynet(host, "path", web)
+    print(shown.stdout)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.startswith(f"container {web}, endpoint ") and f"network {net} (" in shown.stdout
+    body = json.loads(pynet(host, "path", web, "--json").stdout)
+    assert [h["kind"] for h in body["hops"]] == ["container", "veth", "bridge", "firewall", "ports", "uplink"]
+    assert body["container"] == web and body["network_name"] == net
+    inside = body["hops"][0]
+    assert inside["name"] == "eth0" and inside["holds"]["addresses"] == [f"{host.container_ip(web, net)}/24"]
+    (published,) = body["hops"][4]["items"]
+    assert published["published"] == "0.0.0.0:8095->80/tcp" and published["socket_held"] and published["present"]
+    # The client reaches the published port through its gateway: rewritten to web, delivered.
+    to = json.loads(pynet(host, "path", client, "--to", "10.219.0.1:8095", "--json").stdout)["to"]["steps"]
+    print(to)
+    assert any(s["verdict"] == "rewrite" and f"{host.container_ip(web, net)}:80" in s["what"] for s in to)
+    assert to[-1]["verdict"] == "deliver"
+    # ICC off: the rule that drops the neighbour, named.
+    apart = scenario.network("--subnet", "10.218.0.0/24", "-o", "com.docker.network.bridge.enable_icc=false")
+    a, b = scenario.run(apart), scenario.run(apart)
+    steps = json.loads(pynet(host, "path", a, "--to", host.container_ip(b, apart), "--json").stdout)["to"]["steps"]
+    assert steps[-1]["verdict"] == "drop" and "ICC" in steps[-1]["what"] and steps[-1]["rule"].endswith("-j DROP")
+    # A container on two of pynet's networks: pick one.
+    host.docker("network", "connect", apart, client)
+    both = pynet(host, "path", client)
+    assert both.returncode == 2 and "pick one with --network" in both.stderr
+    assert pynet(host, "path", client, "--network", apart).returncode == 0
+    # Nothing by that name.
+    missing = pynet(host, "path", "no-such-container")
+    assert missing.returncode == 2 and "no container 'no-such-container'" in missing.stderr
+    assert "unknown to pynet" in missing.stderr

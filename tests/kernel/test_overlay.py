@@ -223,3 +223,45 @@ def test_a_container_gone_behind_pynets_back_is_forgotten_by_the_peers(rig):
     finally:
         a.remove()
         b.remove()
+
+
+def test_the_path_of_a_cluster_endpoint_names_its_device_and_peers(rig):
+    """`pynet path` of an overlay container: its VXLAN device and, per peer host, the
+    entries of that host's containers checked against etcd; an entry deleted behind
+    pynet's back is marked with the repair that puts it back."""
+    import json
+    from tests.support.cluster_rig import run, sh
+    net = Network("paths", "10.73.0.0/24")
+    for host in rig.hosts[:2]:
+        net.create_on(host)
+    a = Container(rig.hosts[0], net, "p1").start()
+    b = Container(rig.hosts[1], net, "p2").start()
+    h1 = rig.hosts[0]
+    try:
+        assert until(lambda: a.ping(b.ip))
+        shown = _pynet(h1, "path", a.endpoint[:12], "--to", b.ip, "--json")
+        assert shown.returncode == 0, shown.stderr
+        body = json.loads(shown.stdout)
+        assert body["mode"] == "overlay"
+        kinds = [h["kind"] for h in body["hops"]]
+        assert kinds == ["container", "veth", "bridge", "firewall", "vxlan", "peers", "uplink"]
+        device = next(h for h in body["hops"] if h["kind"] == "vxlan")
+        assert device["ok"] and device["holds"]["local"] == h1.vtep and device["holds"]["state"] == "up"
+        peers = next(h for h in body["hops"] if h["kind"] == "peers")
+        assert [(p["host"], p["ip"], p["vtep"], p["in_kernel"]) for p in peers["items"]] == [
+            ("h2", b.ip, rig.hosts[1].vtep, True)]
+        last = body["to"]["steps"][-1]
+        assert last["verdict"] == "leave" and last["what"].startswith("to host h2: VXLAN") and last["at"] == "overlay"
+        mac = peers["items"][0]["mac"]
+
+        def marked() -> bool:  # reconciliation (every 2 s here) puts the entry back: catch it missing
+            sh("bridge", "-n", h1.ns, "fdb", "del", mac, "dev", device["name"], "self", check=False)
+            got = json.loads(run(["curl", "-s", "--unix-socket", str(h1.socket),
+                                  f"http://pynet/debug/path?endpoint={a.endpoint}"], timeout=10).stdout)
+            hop = next(h for h in got["hops"] if h["kind"] == "peers")
+            return any("(overlay peers repaired)" in p["repair"] for p in hop["problems"])
+        assert until(marked, 20)
+        assert until(lambda: json.loads(_pynet(h1, "path", a.endpoint, "--json").stdout)["ok"], 15)
+    finally:
+        a.remove()
+        b.remove()

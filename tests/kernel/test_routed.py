@@ -81,6 +81,19 @@ def test_containers_on_three_hosts_reach_each_other_unencapsulated(rig):
         doctor = subprocess.run([sys.executable, "-m", "driver", "doctor", "--socket", str(a.host.socket)],
                                 capture_output=True, text=True, timeout=30)
         assert doctor.returncode == 0, doctor.stdout
+        # `pynet path`: the routes to the peer hosts, and a packet to b walked through the
+        # routed mode's own accept and its /32 route.
+        shown = subprocess.run([sys.executable, "-m", "driver", "path", a.endpoint, "--to", f"{b.ip}:80", "--json",
+                                "--socket", str(a.host.socket)], capture_output=True, text=True, timeout=30)
+        body = json.loads(shown.stdout)
+        assert body["mode"] == "routed" and body["ok"], shown.stdout
+        (hop,) = [h for h in body["hops"] if h["kind"] == "routes"]
+        assert {(r["host"], r["ip"], r["via"], r["in_kernel"]) for r in hop["items"]} == {
+            (b.host.name, b.ip, b.host.vtep, True), (c.host.name, c.ip, c.host.vtep, True)}
+        accept, last = body["to"]["steps"][-2:]
+        assert accept["verdict"] == "pass" and f"-d {net.subnet} -i " in accept["rule"], accept
+        assert last == {**last, "at": "routed", "verdict": "leave"}
+        assert last["what"].startswith(f"to host {b.host.name}: route via {b.host.vtep}")
         # A removed container's route goes from every peer.
         c.remove()
         containers.remove(c)
