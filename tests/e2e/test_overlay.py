@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +84,19 @@ def test_a_cluster_network_spans_three_docker_hosts(cluster):
         answer = host.docker("exec", name, "sh", "-c",
                              f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {ips['w3']} 80")
         assert "200 OK" in answer
+        # `pynet path` of a container there, named by Docker: its VXLAN device, the peer
+        # hosts' containers as entries checked against etcd, and a packet's way to w3.
+        shown = subprocess.run(
+            [sys.executable, "-m", "driver", "path", name, "--to", f"{ips['w3']}:80", "--json",
+             "--socket", str(host.pynet_socket)], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "DOCKER_HOST": f"unix://{host.socket}"})
+        body = json.loads(shown.stdout)
+        assert body["container"] == name and body["network_name"] == "web" and body["ok"], shown.stdout
+        assert [h["kind"] for h in body["hops"]][-3:] == ["vxlan", "peers", "uplink"]
+        peers = next(h for h in body["hops"] if h["kind"] == "peers")
+        assert {p["ip"] for p in peers["items"] if p["in_kernel"]} == {ips["w2"], ips["w3"]}
+        last = body["to"]["steps"][-1]
+        assert last["verdict"] == "leave" and "VXLAN" in last["what"], body["to"]
         # Docker's view: a pynet network of local scope, the same subnet on every host.
         for host in cluster:
             inspect = host.inspect("web")
