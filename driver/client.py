@@ -72,6 +72,10 @@ class Pynet:
             raise ClientError(f"GET {path}: HTTP {status}: {body}")
         return body
 
+    async def ask(self, path: str) -> tuple[int, Any]:
+        """A GET's status and body, whatever the status (the caller says what it means)."""
+        return await _request(self.socket, "GET", path)
+
     async def post(self, path: str, body: Any = None, missing: Any = _RAISE) -> Any:
         status, reply = await _request(self.socket, "POST", path, body if body is not None else {})
         if status == 404 and missing is not _RAISE:

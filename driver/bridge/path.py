@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Optional
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import naming
-from ..chains import DNAT, FORWARD, INPUT, POSTROUTING, Rule, base_jumps
+from ..chains import (DNAT, FORWARD, INPUT, POSTROUTING, Rule, base_chain_rules, base_jumps, docker_bridge_rules,
+                      jump_position)
 from ..kernel import links, lookup, netns
 from ..kernel.iptables import Snapshot
+from ..kernel.sysctl import sysctl_name
 from ..path.model import Hop, HopKind, Path, Problem, Step, doctor
 from ..path.walk import Packet, Verdict, walk, with_destination
 from . import store
@@ -79,9 +81,12 @@ async def container_hop(d: "BridgeMode", ep: store.Endpoint, net: store.Network)
         return hop
     where = d.local_sandbox(ep.sandbox)
     if not await asyncio.to_thread(netns.is_alive, where):
-        hop.problems.append(Problem(f"its container's namespace {where} is gone",
-                                    doctor("stale endpoints reclaimed", "forgets the endpoint and frees its"
-                                           " addresses and ports")))
+        hop.problems.append(Problem(
+            f"its container's namespace {where} is not mounted: the container stopped while pynet could not"
+            " hear it, or pynet does not see Docker's netns directory",
+            doctor("stale endpoints reclaimed", "forgets the endpoint and frees its addresses and ports, once"
+                   " it sees other containers' namespaces (else mount Docker's netns directory where pynet"
+                   " looks: PYNET_NETNS_MOUNT)")))
         return hop
     try:
         async with netns.route_handle(where) as inner:
@@ -92,9 +97,14 @@ async def container_hop(d: "BridgeMode", ep: store.Endpoint, net: store.Network)
                                     "run pynet where it sees Docker's netns directory (PYNET_NETNS_MOUNT)"))
         return hop
     if seen is None:
-        hop.problems.append(Problem(f"no interface with MAC {ep.mac} in the container (its veth is gone)",
-                                    doctor("endpoints rebuilt", "gives the container a new veth with its MAC,"
-                                           " addresses and routes")))
+        if await links.get_link(d.ipr, ep.host_if) is None:
+            hop.problems.append(Problem(f"no interface with MAC {ep.mac} in the container (its veth is gone)",
+                                        doctor("endpoints rebuilt", "gives the container a new veth with its"
+                                               " MAC, addresses and routes")))
+        else:
+            hop.problems.append(Problem(f"no interface with MAC {ep.mac} in the container, though its veth"
+                                        f" {ep.host_if} is there (its MAC was changed inside?)",
+                                        "not pynet's to change inside a container: `docker restart` it"))
         return hop
     hop.name = seen["name"]
     defaults = [f"via {r['via']} dev {names.get(r['dev_index'], r['dev_index'])}" for r in seen["defaults"]]
@@ -108,6 +118,9 @@ async def container_hop(d: "BridgeMode", ep: store.Endpoint, net: store.Network)
     if lost:
         hop.problems.append(Problem(f"{seen['name']} lacks its address {', '.join(lost)}",
                                     "not pynet's to change inside a container: `docker restart` it"))
+    if not seen["defaults"] and not net.options.internal and (net.gateway4 or net.gateway6):
+        hop.problems.append(Problem("the container has no default route (Docker sets one through a gateway"
+                                    " of one of its networks)", "`docker restart` the container"))
     if net.options.mtu and seen["mtu"] != net.options.mtu:
         hop.problems.append(Problem(f"MTU {seen['mtu']}, the network's is {net.options.mtu}",
                                     "`docker restart` the container"))
@@ -127,8 +140,13 @@ async def veth_hop(d: "BridgeMode", ep: store.Endpoint, net: store.Network) -> H
     port = await lookup.bridge_port(d.ipr, link.index)
     hop.holds.update(state="up" if link.up else "down", mtu=link.mtu, bridge=net.bridge if
                      link.master == bridge and bridge is not None else None,
-                     port_state=port["state"] if port else None, hairpin=port["hairpin"] if port else None)
-    if link.master != bridge or not link.up:
+                     port_state=port["state"] if port else None, hairpin=port["hairpin"] if port else None,
+                     isolated=port["isolated"] if port else None)
+    if bridge is None:
+        hop.problems.append(Problem(f"its bridge {net.bridge} is missing", doctor(
+            "bridges recreated", "recreates the bridge; then `pynet doctor --repair` again attaches the veth"
+            " (endpoints repaired)")))
+    elif link.master != bridge or not link.up:
         hop.problems.append(Problem(f"veth {ep.host_if} is not up on bridge {net.bridge}",
                                     doctor("endpoints repaired", "attaches it to the bridge and brings it up")))
     elif port and port["state"] == "disabled":
@@ -183,15 +201,22 @@ def firewall_hop(d: "BridgeMode", ep: store.Endpoint, net: store.Network, counte
                  families: list[int]) -> Hop:
     jumps = [r for r in base_jumps() if r.chain in ("FORWARD", "POSTROUTING", "INPUT")
              or (ep.bindings and r.table == "nat")]
+    jumps += [*base_chain_rules(), *docker_bridge_rules(d.docker_bridges)]  # isolation, for every network
     rules = d.network_rules(net)
     hop = Hop("firewall", f"network {naming.short(net.network_id)}'s rules")
     jump_items, jumps_missing = _rule_items(jumps, counted, families)
+    for family in families:
+        snap = counted[family][0]
+        if jump_position(snap.chain_rules("filter", "FORWARD")) is not None:
+            hop.problems.append(Problem(
+                f"pynet's IPv{family} FORWARD jump is not first (after DOCKER-USER): another rule decides before"
+                " pynet's", doctor("firewall rules restored", "moves it back")))
     items, missing = _rule_items(rules, counted, families)
     hop.items = jump_items + items
     hop.holds = {"rules": len(items), "families": families}
     for family, n in sorted(jumps_missing.items()):
-        hop.problems.append(Problem(f"{n} of pynet's IPv{family} jumps into its chains are missing: none of its"
-                                    " rules apply", doctor("firewall rules restored", "puts its jumps back")))
+        hop.problems.append(Problem(f"{n} of pynet's IPv{family} jumps and isolation rules are missing: its rules"
+                                    " do not all apply", doctor("firewall rules restored", "puts them back")))
     for family, n in sorted(missing.items()):
         hop.problems.append(Problem(f"{n} of the network's IPv{family} rules are missing",
                                     doctor("firewall rules restored", "puts the network's rules back, in order")))
@@ -229,10 +254,17 @@ async def uplink_hop(d: "BridgeMode", net: store.Network, names: dict[int, str])
                     if not r.get("dst_len") and r.get("type", 1) == 1]
         hop.holds[f"default{family}"] = [f"via {r.get('gateway') or '-'} dev {names.get(r.get('oif'), '?')}"
                                          for r in defaults]
+    if links.link_index(d.ipr, net.bridge) is None:
+        return hop  # its settings go with the bridge: the bridge hop says so
     wrong = [k for k in wanted_sysctls(net) if await asyncio.to_thread(d.sysctl.read, k) != "1"]
     if wrong:
-        hop.problems.append(Problem(f"{', '.join(k.replace('/', '.') for k in wrong)} not 1: nothing is forwarded",
-                                    doctor("settings restored", "sets them to 1")))
+        cannot = await asyncio.to_thread(d.sysctl.writable)
+        settings = ", ".join(sysctl_name(k) for k in wrong)
+        hop.problems.append(Problem(
+            f"{settings} not 1: containers cannot reach outside, or ports published on 127.0.0.1 do not answer",
+            f"pynet cannot set them ({cannot}): on the host, run "
+            + " ".join(f"`sysctl -w {sysctl_name(k)}=1`" for k in wrong) if cannot
+            else doctor("settings restored", "sets them to 1")))
     return hop
 
 
@@ -266,8 +298,11 @@ async def destination_steps(d: "BridgeMode", ep: store.Endpoint, net: store.Netw
     inside = await _route_in_container(d, ep, str(dst))
     if inside is not None:
         if "error" in inside:
-            steps.append(Step("container", f"no route to {dst} in the container ({inside['error']})",
-                              f"ip route get {dst}", verdict="drop"))
+            unreadable = inside["error"].startswith("the container's")
+            steps.append(Step("container", inside["error"] if unreadable else
+                              f"no route to {dst} in the container ({inside['error']})",
+                              "" if unreadable else f"ip route get {dst}",
+                              verdict="unknown" if unreadable else "drop"))
             return
         rule = f"{dst} dev {inside['dev']}" + (f" via {inside['via']}" if inside["via"] else "")
         if inside["mac"] != ep.mac.lower():
@@ -300,6 +335,9 @@ async def destination_steps(d: "BridgeMode", ep: store.Endpoint, net: store.Netw
             return
     if pkt.is_local(pkt.dst):
         v = walk(snap, "filter", INPUT, pkt)
+        if v.undecided:
+            steps.append(_step_of("firewall", v, counted, family, "filter", v.undecided, "unknown"))
+            return
         if v.target in ("DROP", "REJECT"):
             steps.append(_step_of("firewall", v, counted, family, "filter", "dropped on its way into the host",
                                   "drop"))
@@ -308,13 +346,20 @@ async def destination_steps(d: "BridgeMode", ep: store.Endpoint, net: store.Netw
                           + (f" (port {pkt.dport}: whatever listens there)" if pkt.dport else ""),
                           shown(v.rule) if v.target else "", verdict="deliver"))
         return
-    route = await lookup.route_to(d.ipr, pkt.dst, names)
+    route = await lookup.route_to(d.ipr, pkt.dst, names, source=pkt.src, inbound=links.link_index(d.ipr, net.bridge))
     if "error" in route:
         steps.append(Step("host", f"no route to {pkt.dst} on the host ({route['error']})",
                           f"ip route get {pkt.dst}", verdict="drop"))
         return
     pkt = replace(pkt, oif=route["dev"])
     route_text = f"{pkt.dst} dev {route['dev']}" + (f" via {route['via']}" if route["via"] else "")
+    if pkt.oif == net.bridge:
+        # Bridged, not routed: iptables sees it only with br_netfilter's call-iptables on.
+        key = "net/bridge/bridge-nf-call-iptables" if family == 4 else "net/bridge/bridge-nf-call-ip6tables"
+        if await asyncio.to_thread(d.sysctl.read, key) == "0":
+            steps.append(Step("bridge", f"bridged: iptables is not consulted ({sysctl_name(key)} = 0)"))
+            steps.append(await _next_hop(d, net, p, pkt, route, route_text))
+            return
     v = walk(snap, "filter", FORWARD, pkt)
     if v.undecided:
         steps.append(_step_of("firewall", v, counted, family, "filter", v.undecided, "unknown"))
@@ -329,7 +374,9 @@ async def destination_steps(d: "BridgeMode", ep: store.Endpoint, net: store.Netw
                           "no verdict in pynet's chains: the host's other rules decide",
                           "pass" if v.target == "ACCEPT" else "unknown"))
     v = walk(snap, "nat", POSTROUTING, pkt)
-    if v.target == "MASQUERADE":
+    if v.undecided:
+        steps.append(_step_of("firewall", v, counted, family, "nat", v.undecided, "unknown"))
+    elif v.target == "MASQUERADE":
         steps.append(_step_of("firewall", v, counted, family, "nat",
                               f"source rewritten to {route['source'] or 'the address of ' + pkt.oif}", "rewrite"))
     steps.append(await _next_hop(d, net, p, pkt, route, route_text))
@@ -358,7 +405,7 @@ async def _route_in_container(d: "BridgeMode", ep: store.Endpoint, address: str)
         return None
     where = d.local_sandbox(ep.sandbox)
     if not await asyncio.to_thread(netns.is_alive, where):
-        return None
+        return {"error": f"the container's namespace {where} is not mounted"}
     try:
         async with netns.route_handle(where) as inner:
             names = await lookup.link_names(inner)
@@ -367,5 +414,5 @@ async def _route_in_container(d: "BridgeMode", ep: store.Endpoint, address: str)
                 macs = {m.get("ifname"): (m.get("address") or "").lower() for m in await links.dump(inner, "link")}
                 route["mac"] = macs.get(route["dev"], "")
             return route
-    except (NetlinkError, OSError):
-        return None
+    except (NetlinkError, OSError) as exc:
+        return {"error": f"the container's namespace cannot be read: {exc}"}

@@ -37,6 +37,7 @@ log = logging.getLogger("pynet.driver")
 # starting (Docker moves it in within moments, however loaded the host).
 JOIN_GRACE = 60.0
 
+
 @dataclass
 class Snapshot:
     """The state (copied) and what the kernel had, at one moment."""
@@ -54,6 +55,7 @@ class Snapshot:
     alive: dict[str, bool] = field(default_factory=dict)  # SandboxKey -> namespace still mounted
     sandbox_paths: dict[str, str] = field(default_factory=dict)  # SandboxKey -> where pynet looks
     known_after: set[str] = field(default_factory=set)  # network and endpoint IDs known once the dump was read
+
 
 async def observe(d: "BridgeMode", full: bool) -> Snapshot:
     snap = Snapshot(networks=dict(d.networks), endpoints=dict(d.endpoints), in_flight=set(d.in_flight),
@@ -83,7 +85,9 @@ async def observe(d: "BridgeMode", full: bool) -> Snapshot:
         await asyncio.to_thread(read_sandboxes)
     return snap
 
+
 Fix = Optional[Callable[[], Awaitable[object]]]
+
 
 class BridgeReconciliation:
     """The bridge mode as reconcile.Reconciler asks for it (ReconciledMode)."""
@@ -125,6 +129,7 @@ class BridgeReconciliation:
             out += [(net.network_id, s.pool, held) for s in net.subnets]
         return out
 
+
 def decide(snap: Snapshot, d: "BridgeMode", full: bool, min_age: float, spare_leftovers: bool) -> list[Decision]:
     """What is out of line, in the order to put it right; `d` only names the fixes."""
     decisions = _networks(snap, d)
@@ -132,6 +137,7 @@ def decide(snap: Snapshot, d: "BridgeMode", full: bool, min_age: float, spare_le
         decisions += _endpoints(snap, d, min_age)
         decisions += _orphan_links(snap, d, spare_leftovers)
     return decisions
+
 
 def _networks(snap: Snapshot, d: "BridgeMode") -> list[Decision]:
     out = []
@@ -166,6 +172,7 @@ def _networks(snap: Snapshot, d: "BridgeMode") -> list[Decision]:
             + ", or give pynet a writable mount of /proc/sys/net (PYNET_SYSCTL_ROOT; the"
             " managed plugin has one)" if cannot else "set them to 1"), None if cannot else fix))
     return out
+
 
 def _endpoints(snap: Snapshot, d: "BridgeMode", min_age: float) -> list[Decision]:
     out: list[Decision] = []
@@ -216,6 +223,7 @@ def _endpoints(snap: Snapshot, d: "BridgeMode", min_age: float) -> list[Decision
                             partial(d.reclaim_endpoint, ep, why, only_if_veth_gone=True)))
     return out
 
+
 def _sandboxes_visible(snap: Snapshot, out: list[Decision]) -> bool:
     """Whether pynet sees containers' namespaces where it looks.
 
@@ -238,6 +246,7 @@ def _sandboxes_visible(snap: Snapshot, out: list[Decision]) -> bool:
             " mounts propagating to it (rslave)"), None, warn))
         return False
     return True
+
 
 def _orphan_links(snap: Snapshot, d: "BridgeMode", spare_leftovers: bool) -> list[Decision]:
     known_bridges = {n.bridge for n in snap.networks.values()}
@@ -270,7 +279,9 @@ def _orphan_links(snap: Snapshot, d: "BridgeMode", spare_leftovers: bool) -> lis
                             partial(delete_orphan_link, d, name, info.alias)))
     return out
 
+
 # --- the fixes (each under the network's lock; False: the object went meanwhile) ---
+
 
 async def delete_orphan_link(d: "BridgeMode", name: str, alias: Optional[str]) -> bool:
     """Delete a link judged an orphan, unless its owner became known since (a network
@@ -281,8 +292,10 @@ async def delete_orphan_link(d: "BridgeMode", name: str, alias: Optional[str]) -
         return False
     return await links.delete_owned_link(d.ipr, name, alias)
 
+
 async def repair_network(d: "BridgeMode", net: store.Network) -> bool:
     return await d.set_up_saved(net)
+
 
 async def repair_endpoint(d: "BridgeMode", ep: store.Endpoint) -> bool:
     """Put a saved endpoint's host veth back on its bridge, up."""
@@ -292,6 +305,7 @@ async def repair_endpoint(d: "BridgeMode", ep: store.Endpoint) -> bool:
             return False
         await d.ensure_endpoint_kernel(net, ep)
         return True
+
 
 async def rebuild_endpoint(d: "BridgeMode", ep: store.Endpoint) -> bool:
     """Give a running container back the interface it lost when its veth

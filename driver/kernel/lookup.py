@@ -37,20 +37,31 @@ async def interface_by_mac(ipr: AsyncIPRoute, mac: str) -> Optional[dict[str, An
 
 
 async def bridge_port(ipr: AsyncIPRoute, index: int) -> Optional[dict[str, Any]]:
-    """A bridge port's STP state and hairpin setting (None: not a bridge port)."""
+    """A bridge port's STP state, hairpin and isolation (None: not a bridge port)."""
     for msg in await dump(ipr, "link", family=socket.AF_BRIDGE):
         if msg["index"] == index:
             state = msg.get(("IFLA_PROTINFO", "IFLA_BRPORT_STATE"))
             hairpin = msg.get(("IFLA_PROTINFO", "IFLA_BRPORT_MODE"))
-            return {"state": BRIDGE_PORT_STATES.get(state, str(state)), "hairpin": bool(hairpin)}
+            isolated = msg.get(("IFLA_PROTINFO", "IFLA_BRPORT_ISOLATED"))
+            return {"state": BRIDGE_PORT_STATES.get(state, str(state)), "hairpin": bool(hairpin),
+                    "isolated": bool(isolated)}
     return None
 
 
-async def route_to(ipr: AsyncIPRoute, address: str, names: dict[int, str]) -> dict[str, Any]:
+async def route_to(ipr: AsyncIPRoute, address: str, names: dict[int, str], source: str = "",
+                   inbound: Optional[int] = None) -> dict[str, Any]:
     """The kernel's route lookup for `address` (`ip route get`): the interface, the
-    gateway if any, and the route's type; {"error": ...} when there is no route."""
+    gateway if any, and the route's type; {"error": ...} when there is no route.
+    With `source` and `inbound` (a link index) it is looked up as for a packet from
+    that source coming in there (policy routing included), else as from this host."""
     try:
-        msgs = list(await ipr.route("get", dst=address))
+        if source and inbound:
+            try:
+                msgs = list(await ipr.route("get", dst=address, src=source, iif=inbound))
+            except NetlinkError:  # e.g. the inbound link is down: as from this host, then
+                msgs = list(await ipr.route("get", dst=address))
+        else:
+            msgs = list(await ipr.route("get", dst=address))
     except NetlinkError as exc:
         return {"error": exc.args[1] if len(exc.args) > 1 else str(exc)}
     if not msgs:

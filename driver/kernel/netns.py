@@ -44,38 +44,51 @@ def _netlink_socket_in(path: str) -> int:
     result: dict[str, object] = {}
 
     def make() -> None:
-        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        opened: list[int] = []
         try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            opened.append(own)
             target = os.open(path, os.O_RDONLY)
+            opened.append(target)
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"cannot enter the namespace {path}")
             try:
-                if libc.setns(target, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"cannot enter the namespace {path}")
-                try:
-                    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-                    result["fd"] = sock.detach()
-                finally:
-                    libc.setns(own, CLONE_NEWNET)  # and if it cannot, the thread ends here anyway
+                result["fd"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE).detach()
             finally:
-                os.close(target)
+                libc.setns(own, CLONE_NEWNET)  # and if it cannot, the thread ends here anyway
         except OSError as exc:
             result["error"] = exc
         finally:
-            os.close(own)
+            for fd in opened:
+                os.close(fd)
 
     thread = threading.Thread(target=make, name="pynet-netns")
     thread.start()
     thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
+    if "fd" not in result:
+        raise result.get("error") or OSError(f"cannot open a netlink socket in {path}")  # type: ignore[misc]
     return int(result["fd"])  # type: ignore[call-overload]
 
 
 @contextlib.asynccontextmanager
 async def route_handle(path: str) -> AsyncIterator[AsyncIPRoute]:
-    """pyroute2's handle on the namespace mounted at `path` (a container's)."""
-    fd = await asyncio.to_thread(_netlink_socket_in, path)
-    handle = AsyncIPRoute(fileno=fd, flags=0)
+    """pyroute2's handle on the namespace mounted at `path` (a container's).
+
+    For its own requests and `links.dump` only: the link reader (links.get_link,
+    link_index) opens its own socket in pynet's namespace, never this one's."""
+    made = asyncio.get_running_loop().run_in_executor(None, _netlink_socket_in, path)
     try:
-        yield handle
+        fd = await asyncio.shield(made)
+    except asyncio.CancelledError:
+        # The thread finishes anyway: close what it made.
+        made.add_done_callback(lambda f: None if f.exception() else os.close(f.result()))
+        raise
+    sock = socket.socket(fileno=fd)  # owned here: closed once, whatever pyroute2 did with it
+    try:
+        handle = AsyncIPRoute(use_socket=sock, flags=0)
+        try:
+            yield handle
+        finally:
+            handle.close()
     finally:
-        handle.close()
+        sock.close()

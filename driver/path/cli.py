@@ -9,6 +9,7 @@ import sys
 from typing import Any, Optional
 
 from ..client import ClientError
+from .model import parse_destination
 
 MARK = {True: "ok", False: "✗"}
 
@@ -51,13 +52,19 @@ def _endpoint_of(ctx, args, pynet_ids: set[str]) -> tuple[str, Optional[str]]:
 
 async def cmd_path(ctx, args) -> int:
     from urllib.parse import urlencode
+    if args.to:
+        try:
+            parse_destination(args.to, args.proto)
+        except ValueError as exc:
+            print(f"pynet: --to: {exc}", file=sys.stderr)
+            return 2
     state = await ctx.pynet.get("/debug/state")
     endpoint, container = _endpoint_of(ctx, args, {e["id"] for e in state["endpoints"]})
     query = {"endpoint": endpoint, **({"to": args.to, "proto": args.proto} if args.to else {})}
-    body = await ctx.pynet.get(f"/debug/path?{urlencode(query)}", missing=None)
-    if body is None or "Err" in body:
-        why = body["Err"] if body else f"endpoint {endpoint!r} is unknown to pynet"
-        if ctx.docker is not None and container is None:
+    status, body = await ctx.pynet.ask(f"/debug/path?{urlencode(query)}")
+    if status != 200 or not isinstance(body, dict) or "Err" in body:
+        why = body.get("Err") if isinstance(body, dict) else f"HTTP {status}: {body}"
+        if status == 404 and ctx.docker is not None and container is None:
             why = f"no container {args.target!r} on this host's Docker, and {why}"
         print(f"pynet: {why}", file=sys.stderr)
         return 2

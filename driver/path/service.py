@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Optional
 
 from aiohttp import web
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import DriverError
 
 from .model import Path, parse_destination
 
@@ -47,9 +50,14 @@ async def path_of(request: web.Request, adders: list[Callable[[Path], Awaitable[
         except ValueError as exc:
             return _error(400, str(exc))
     path = Path(endpoint_id, to)
-    for add in adders:
-        await add(path)
-    await path.finish()
+    try:
+        for add in adders:
+            await add(path)
+        await path.finish()
+    except (DriverError, NetlinkError, OSError) as exc:
+        # The kernel or the firewall would not be read: say which endpoint, and why.
+        return _error(500, f"endpoint {endpoint_id[:12]}: its path could not be read"
+                           f" ({path.mode or 'no'} mode, {len(path.hops)} hops read): {exc}")
     if not path.hops:  # deleted between the lookup and now
         return _error(404, f"endpoint {endpoint_id[:12]} is gone")
     body: dict[str, Any] = path.to_json()

@@ -67,9 +67,7 @@ def _in(net: str, address: str) -> bool:
         return False
 
 
-def _ports(spec: str, port: Optional[int]) -> bool:
-    if port is None:
-        return False
+def _ports(spec: str, port: int) -> bool:
     low, _, high = spec.partition(":")
     return int(low) <= port <= int(high or low)
 
@@ -99,6 +97,8 @@ def matches(tokens: list[str], p: Packet) -> tuple[bool, list[str], str]:
         elif opt == "-p":
             hit = arg == p.proto
         elif opt == "--dport":
+            if p.dport is None:
+                raise Unknown(f"a rule matches port {arg}: give --to ADDRESS:PORT")
             hit = _ports(arg, p.dport)
         elif opt == "--ctstate":
             hit = bool(set(arg.split(",")) & p.ctstate)
@@ -109,7 +109,7 @@ def matches(tokens: list[str], p: Packet) -> tuple[bool, list[str], str]:
         elif opt == "--comment":
             continue
         else:
-            raise Unknown(opt)
+            raise Unknown(f"a match pynet does not read ({opt})")
         if hit == negate:
             return False, [], ""  # a miss: what follows (even a match pynet does not read) is moot
     return True, [], ""
@@ -124,8 +124,10 @@ def walk(snap: Snapshot, table: str, chain: str, p: Packet, depth: int = 0) -> V
         rule = f"-A {chain} {spec}"
         try:
             hit, args, target = matches(shlex.split(spec), p)
-        except (Unknown, ValueError, IndexError) as exc:
-            return Verdict("", rule, chain, spec, undecided=f"a match pynet does not read ({exc})")
+        except Unknown as exc:
+            return Verdict("", rule, chain, spec, undecided=str(exc))
+        except (ValueError, IndexError) as exc:
+            return Verdict("", rule, chain, spec, undecided=f"a rule pynet cannot read ({exc})")
         if not hit or not target:
             continue
         if target == "RETURN":

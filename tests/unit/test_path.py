@@ -131,3 +131,19 @@ def test_the_picture_is_drawn_from_the_modes_hops():
     assert [h.kind for h in chain(specs["routed"])][-2:] == ["routes", "uplink"]
     committed = (FilePath(__file__).resolve().parents[2] / "docs" / "packet-path.svg").read_text()
     assert committed == draw(), "docs/packet-path.svg is stale: python -m driver.path.picture > docs/packet-path.svg"
+
+
+def test_negated_states_ranges_ports_and_ipv6_targets():
+    from driver.path.walk import matches, with_destination
+    tokens = "-d 127.0.0.0/8 -i pn-a -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP".split()
+    assert matches(tokens, packet(dst="127.0.0.1"))[0]  # a new connection: dropped
+    assert not matches(tokens, packet(dst="127.0.0.1", ctstate=frozenset({"ESTABLISHED"})))[0]
+    ranged = "-p tcp -m tcp --dport 8000:8010 -j DNAT --to-destination 10.1.0.3:80".split()
+    assert matches(ranged, packet(dport=8005))[0] and not matches(ranged, packet(dport=8011))[0]
+    assert not matches(ranged, packet(proto="udp"))[0]  # a miss first: the missing port is moot
+    snap = Snapshot(4, rules={("nat", "PYNET-DNAT"): [" ".join(ranged[:-3]) + " -j DNAT --to-destination 10.1.0.3:80"]})
+    v = walk(snap, "nat", "PYNET-DNAT", packet())  # no port given: cannot say
+    assert v.target == "" and "give --to ADDRESS:PORT" in v.undecided
+    six = with_destination(Packet(6, "fd00::2", "fd00::1", dport=8080), "[fd00::3]:80")
+    assert (six.dst, six.dport, "DNAT" in six.ctstate) == ("fd00::3", 80, True)
+    assert not matches(["!", "-o", "pn+", "-j", "ACCEPT"], packet(oif="pn-b"))[0]  # a wildcard, negated
