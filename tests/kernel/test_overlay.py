@@ -231,7 +231,7 @@ def test_the_path_of_a_cluster_endpoint_names_its_device_and_peers(rig):
     pynet's back is marked with the repair that puts it back."""
     import json
     from tests.support.cluster_rig import run, sh
-    net = Network("paths", "10.73.0.0/24")
+    net = Network("paths", "10.68.0.0/24")
     for host in rig.hosts[:2]:
         net.create_on(host)
     a = Container(rig.hosts[0], net, "p1").start()
