@@ -49,6 +49,14 @@ class Context:
             return self.docker["endpoints"][endpoint_id]["container"]
         return "-"
 
+    def named(self, subject: str) -> str:
+        """A finding's subject with the container's name, when it is an endpoint Docker knows."""
+        parts = subject.split()
+        if not self.docker or len(parts) < 2 or parts[0] != "endpoint":
+            return subject
+        names = {e["container"] for eid, e in self.docker["endpoints"].items() if eid.startswith(parts[1])}
+        return f"{subject}, container {names.pop()}" if len(names) == 1 else subject
+
     def resolve(self, state: dict, arg: Optional[str]) -> Optional[str]:
         """A network named by Docker name, ID or ID prefix -> its ID."""
         if not arg:
@@ -162,7 +170,7 @@ async def cmd_doctor(ctx: Context, args) -> int:
         state = await ctx.pynet.get("/debug/state")
         return report["findings"] + docker_findings(state, ctx.docker)
 
-    findings = await look()
+    findings = [{**f, "subject": ctx.named(f["subject"])} for f in await look()]
     if args.repair and findings:
         done = (await ctx.pynet.post("/debug/reconcile"))["done"]
         for f in findings:
@@ -172,7 +180,7 @@ async def cmd_doctor(ctx: Context, args) -> int:
                 done[f"{f['subject']}: deleted"] = 1
         if not args.json:
             print("repaired: " + (", ".join(f"{n} {what}" for what, n in done.items()) or "nothing"))
-        findings = await look()
+        findings = [{**f, "subject": ctx.named(f["subject"])} for f in await look()]
     if args.json:
         print(json.dumps([{k: v for k, v in f.items() if k != "repair"} for f in findings], indent=2))
     elif not findings:

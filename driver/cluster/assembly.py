@@ -47,6 +47,9 @@ class Cluster:
     # What each mode holding cluster networks says of one of them here (`pynet cluster`):
     # None if it holds no network of that name, else {"device", "peers", "problems"?}.
     local_views: list[Callable[[str], Awaitable[Optional[dict]]]] = field(default_factory=list)
+    # Told after each registration of this host (e.g. to quarantine the endpoints a
+    # reclaim made stale: Endpoints.stale()).
+    registered: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
 
 async def resolve_vtep(ipr, vtep: str) -> tuple[str, int, int, str]:
@@ -80,14 +83,23 @@ async def open_cluster(config: ClusterSettings, db: Database, ipr) -> Cluster:
     membership = Membership(etcd, keys, config.cluster_host, vtep, __version__, config.host_lease)
     ipam = EtcdIpamStore(etcd, keys, membership, db)
     await ipam.load()
-    membership.on_registered = ipam.registered
     reaper = Reaper(etcd, keys, membership, config.lost_host_grace, config.reclaim_cooldown)
     endpoints = Endpoints(etcd, keys, membership, db)
+    await endpoints.load()
     log.info("cluster: host %s, underlay address %s on %s (MTU %d), etcd %s", config.cluster_host, vtep, interface,
              underlay_mtu, ", ".join(config.etcd_endpoints))
     cluster = Cluster(etcd, keys, membership, ipam, reaper, endpoints, Members(etcd, keys, endpoints),
                       underlay_mtu, version, interface)
     cluster.replays.append(endpoints.replay_unpublish)
+
+    async def registered(epoch: int) -> None:
+        await ipam.registered(epoch)
+        for told in cluster.registered:
+            try:
+                await told()
+            except Exception as exc:  # noqa: BLE001 - registered all the same; verification retries
+                log.error("cluster: after registering: %s", exc, exc_info=True)
+    membership.on_registered = registered
     return cluster
 
 

@@ -8,6 +8,11 @@ fenced host writes nothing) before CreateEndpoint answers, so peers
 normally hold its entries before the container runs; deleted at
 DeleteEndpoint, or journaled while etcd is away and deleted when it is back.
 
+This host remembers what it published, with the epoch it published under:
+after the host was reclaimed while away (its epoch moved, its records were
+deleted, its addresses may now be others'), those endpoints are `stale()`,
+and the modes quarantine them (their containers must be restarted).
+
 Learning: one watch on the endpoints/ prefix, started from a snapshot's
 revision; when the watch ends (etcd away, the revision compacted) the whole
 prefix is listed again. After each change every follower brings the
@@ -80,6 +85,19 @@ class Endpoints:
         self.retry = retry
         self.synced = asyncio.Event()  # a snapshot has been applied
         self.listeners: list[Callable[[], Awaitable[None]]] = []  # told after any change of the records
+        # This host's endpoints: endpoint ID -> (network name, the epoch it was published under, ips).
+        self.published: dict[str, tuple[str, int, list[str]]] = {}
+
+    async def load(self) -> None:
+        self.published = await self.db.read(store.load_published)
+
+    def stale(self) -> dict[str, tuple[str, int, list[str]]]:
+        """This host's endpoints published under an earlier epoch: the host was reclaimed
+        since, their records are gone and their addresses may be another container's."""
+        epoch = self.membership.epoch
+        if epoch is None:
+            return {}
+        return {eid: held for eid, held in self.published.items() if held[1] != epoch}
 
     def follow(self, follower: Follower) -> None:
         self.followers.append(follower)
@@ -112,16 +130,28 @@ class Endpoints:
         if not ok:
             raise Conflict(f"endpoint {naming.short(endpoint_id)}: host {m.host} was fenced out of"
                            " the cluster (declared lost): it registers again; retry")
+        epoch = record["epoch"]
+        assert isinstance(epoch, int)  # fence() above held: registered under it
+        await self.db.write(lambda c: store.insert_published(c, endpoint_id, name, epoch, ips))
+        self.published[endpoint_id] = (name, epoch, ips)
 
     async def unpublish(self, name: str, endpoint_id: str) -> None:
         """Delete this host's record now, or when etcd is back (Docker's delete must not fail for it)."""
         key = self.keys.endpoint(name, endpoint_id)
+        if self.published.pop(endpoint_id, None) is not None:
+            await self.db.write(lambda c: store.delete_published(c, endpoint_id))
         try:
             await self._unpublish(key)
         except ClusterUnavailable as exc:
             log.warning("endpoint %s: its record stays in etcd until etcd is back (%s)",
                         naming.short(endpoint_id), exc)
             await self.db.write(lambda c: store.journal_unpublish(c, key.decode()))
+
+    async def unpublish_network(self, name: str) -> None:
+        """This host's records of a network deleted here (what Docker did not delete one by
+        one, while pynet could not hear it, goes with it)."""
+        for endpoint_id in [eid for eid, held in self.published.items() if held[0] == name]:
+            await self.unpublish(name, endpoint_id)
 
     async def _unpublish(self, key: bytes) -> None:
         """Delete this host's record (never another host's, should the key have moved)."""

@@ -1,7 +1,9 @@
 """What this host keeps of the cluster in its own SQLite database: the
 cluster pools and addresses it holds (so a restart writes nothing to etcd),
 its blocks, the releases and unpublished endpoint records etcd has not taken
-yet, and its epoch."""
+yet, its epoch, and the endpoint records it published, each with the epoch
+it was published under (one of an earlier epoch is stale: the host was
+reclaimed since)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,12 @@ CREATE TABLE IF NOT EXISTS cluster_releases (
 );
 CREATE TABLE IF NOT EXISTS cluster_unpublished (
     key      TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS cluster_published (
+    endpoint_id TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    ips         TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cluster_settings (
     key   TEXT PRIMARY KEY,
@@ -111,6 +119,20 @@ def pending_unpublish(conn: sqlite3.Connection) -> list[str]:
 
 def forget_unpublish(conn: sqlite3.Connection, key: str) -> None:
     conn.execute("DELETE FROM cluster_unpublished WHERE key = ?", (key,))
+
+
+def insert_published(conn: sqlite3.Connection, endpoint_id: str, name: str, epoch: int, ips: list[str]) -> None:
+    conn.execute("INSERT OR REPLACE INTO cluster_published VALUES (?, ?, ?, ?)",
+                 (endpoint_id, name, epoch, ",".join(ips)))
+
+
+def delete_published(conn: sqlite3.Connection, endpoint_id: str) -> None:
+    conn.execute("DELETE FROM cluster_published WHERE endpoint_id = ?", (endpoint_id,))
+
+
+def load_published(conn: sqlite3.Connection) -> dict[str, tuple[str, int, list[str]]]:
+    return {r[0]: (r[1], int(r[2]), [ip for ip in r[3].split(",") if ip])
+            for r in conn.execute("SELECT endpoint_id, name, epoch, ips FROM cluster_published")}
 
 
 def saved_epoch(conn: sqlite3.Connection) -> Optional[int]:

@@ -25,6 +25,26 @@ MAIN_TABLE = 254
 HAIRPIN = {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"),
                      ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", 1)]})]}
 
+
+
+def _port_setting(name: str, value: int) -> dict:
+    """A bridge port's setting inside a link change (`ip link set X type bridge_slave ...`)."""
+    return {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", {"attrs": [(name, value)]})]}
+
+
+async def set_port_isolated(ipr: AsyncIPRoute, name: str, isolated: bool) -> bool:
+    """`bridge link set dev NAME isolated on|off`: an isolated port exchanges no frames
+    with another isolated port of its bridge (it does with the others). False if the
+    link is gone."""
+    try:
+        await ipr.link("set", ifname=name, IFLA_LINKINFO=_port_setting("IFLA_BRPORT_ISOLATED", int(isolated)))
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise KernelError(f"bridge port {name}: cannot set isolated {'on' if isolated else 'off'}: {exc}") from None
+    return True
+
+
 _dump_locks: "weakref.WeakKeyDictionary[AsyncIPRoute, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
 

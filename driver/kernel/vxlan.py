@@ -17,7 +17,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..errors import Conflict, KernelError
-from .links import dump, get_link, link_index
+from .links import dump, get_link, link_index, set_port_isolated
 
 VXLAN_PORT = 4789
 NUD_PERMANENT = 0x80
@@ -42,7 +42,10 @@ async def ensure_vxlan(ipr: AsyncIPRoute, name: str, vni: int, local: str, bridg
         created = True
     try:
         await ipr.link("set", ifname=name, master=bridge_index, state="up", ifalias=alias)
-    except NetlinkError as exc:
+        # An isolated port: a quarantined container's port (isolated too) exchanges nothing
+        # with it, while every other port of the bridge does.
+        await set_port_isolated(ipr, name, True)
+    except (NetlinkError, KernelError) as exc:
         if created:
             await ipr.link("del", ifname=name)
         raise KernelError(f"VXLAN {name}: cannot attach to its bridge: {exc}") from None

@@ -64,6 +64,8 @@ async def open_overlay(cluster: Cluster, db: Database, ipr, sysctl: Sysctl, fire
     await mode.load()
     cluster.endpoints.follow(peers)
     cluster.local_views.append(mode.local_view)
+    cluster.registered.append(mode.quarantine_stale)  # a registration may find this host was reclaimed
+    await mode.quarantine_stale()  # reclaimed before a restart: the saved records say so
     guard = VxlanGuard(firewall, cluster.members, membership.vtep)
     log.info("overlay: VTEP %s, overlay MTU %d", membership.vtep, mode.mtu)
     return Overlay(cluster, peers, mode, guard)

@@ -39,6 +39,7 @@ from ..cluster.keys import Keys
 from . import store
 from .addressing import endpoint_mac
 from .peers import Peers
+from .quarantine import Quarantine
 
 log = logging.getLogger("pynet.overlay")
 
@@ -69,6 +70,7 @@ class OverlayMode(OnBridgeNetworks, PublishedEndpoints):
         self.vtep, self.mtu = vtep, mtu
         self.networks: dict[str, OverlayNetwork] = {}
         self._creating: set[str] = set()
+        self.quarantine = Quarantine(endpoints, ipr)
         bridge.on_reclaimed(self.endpoint_reclaimed)
 
     async def load(self) -> None:
@@ -155,6 +157,7 @@ class OverlayMode(OnBridgeNetworks, PublishedEndpoints):
         if net is not None:
             self.bridge.withdraw(req.NetworkID)
             await self.peers.remove_network(net.name)
+            await self.endpoints.unpublish_network(net.name)
             await self._remove_device(net)
             await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
             self.networks.pop(req.NetworkID, None)
@@ -190,10 +193,20 @@ class OverlayMode(OnBridgeNetworks, PublishedEndpoints):
         net = next((n for n in self.networks.values() if n.name == name), None)
         if net is None:
             return None
-        return {"device": net.device, "peers": await self.peers.view(name)}
+        return {"device": net.device, "peers": await self.peers.view(name),
+                "problems": self.quarantine.problems([name])}
+
+    def names(self) -> list[str]:
+        return [n.name for n in self.networks.values()]
+
+    async def quarantine_stale(self) -> int:
+        """Keep the endpoints a reclaim of this host left behind off the overlay (quarantine.py)."""
+        return await self.quarantine.apply(self.names())
 
     async def verify(self) -> None:
-        """Every overlay network's VXLAN device present, and its peers as the cluster says."""
+        """Every overlay network's VXLAN device present, its peers as the cluster says, and
+        its stale endpoints quarantined (a repaired veth is a new, open port)."""
         for net in list(self.networks.values()):
             await self.ensure_device(net)  # there, on its bridge, up
         await self.peers.verify()
+        await self.quarantine_stale()

@@ -4,11 +4,13 @@ checked against the cluster's records in etcd."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from ..kernel import links, lookup
+from ..kernel import lookup
 from ..path.model import Hop, HopKind, Path, Problem, doctor
+from .quarantine import FIX
 
 if TYPE_CHECKING:
     from .mode import OverlayMode
@@ -18,6 +20,13 @@ HOPS = (
     HopKind("peers", "peer hosts", "underlay", "per host: neighbour and FDB entries of its containers,"
             " checked against etcd", before="uplink"),
 )
+
+
+def _same(a: object, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(str(a)) == ipaddress.ip_address(b)
+    except ValueError:
+        return False
 
 
 async def add_hops(mode: "OverlayMode", p: Path) -> None:
@@ -34,12 +43,16 @@ async def add_hops(mode: "OverlayMode", p: Path) -> None:
     else:
         device.holds.update(state="up" if seen["up"] else "down", port=seen["port"], local=seen["local"],
                             mtu=seen["mtu"])
-        if seen["vni"] != net.vni or seen["local"] != mode.vtep:
+        if seen["vni"] != net.vni or not _same(seen["local"], mode.vtep):
             device.problems.append(Problem(
                 f"{net.device} has VNI {seen['vni']} from {seen['local']}, the network wants VNI {net.vni} from"
                 f" {mode.vtep}", f"delete {net.device} (`ip link del {net.device}`), then {recreate}"))
-        elif seen["master"] != links.link_index(mode.ipr, bridge) or not seen["up"]:
-            device.problems.append(Problem(f"{net.device} is not up on bridge {bridge}", recreate))
+        elif seen["master"] is None or not seen["up"]:
+            device.problems.append(Problem(f"{net.device} is {'down' if not seen['up'] else 'off its bridge'}",
+                                           doctor("overlay devices recreated", f"puts it back on {bridge}, up")))
+    stale = next((s for s in mode.quarantine.stale([net.name]) if s.endpoint_id == p.endpoint_id), None)
+    if stale is not None:
+        device.problems.append(Problem(stale.why(mode.endpoints.membership.epoch), FIX))
     peers = await mode.peers.view(net.name)
     by_host: dict[str, list[dict]] = defaultdict(list)
     for peer in peers:
@@ -49,8 +62,10 @@ async def add_hops(mode: "OverlayMode", p: Path) -> None:
         "etcd_read": mode.peers.synced.is_set()})
     hop.items = [{"host": peer.get("host") or "?", "ip": peer["ip"], "mac": peer["mac"], "vtep": peer.get("vtep"),
                   "in_kernel": peer["in_kernel"], "unexpected": bool(peer.get("unexpected"))} for peer in peers]
-    missing = [p_["ip"] for p_ in peers if not p_["in_kernel"]]
-    unexpected = [p_["ip"] for p_ in peers if p_.get("unexpected")]
+    # Judged only where doctor judges too: with the cluster's records read and the device there.
+    judged = mode.peers.synced.is_set() and seen is not None
+    missing = [p_["ip"] for p_ in peers if not p_["in_kernel"]] if judged else []
+    unexpected = [p_["ip"] for p_ in peers if p_.get("unexpected")] if judged else []
     repair = doctor("overlay peers repaired", "writes the entries the cluster wants and drops the others")
     if missing:
         hop.problems.append(Problem(f"{len(missing)} remote containers lack their neighbour or FDB entry"

@@ -1,6 +1,7 @@
 """The overlay's part of reconciliation and `pynet doctor`: each overlay
 network's VXLAN device, and each remote container's neighbour and
-forwarding entries against what the cluster says. The bridge mode checks
+forwarding entries against what the cluster says, and the endpoints a
+reclaim of this host left behind (quarantined). The bridge mode checks
 the bridges, veths and rules of every network, overlay ones included."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from .. import naming
 from ..findings import Decision, Expected, Finding
 from ..kernel import links, vxlan
+from .quarantine import FIX
 
 if TYPE_CHECKING:
     from .guard import VxlanGuard
@@ -21,8 +23,10 @@ if TYPE_CHECKING:
 @dataclass
 class OverlaySnapshot:
     devices: dict[str, bool] = field(default_factory=dict)  # network ID -> its VXLAN device exists
+    detached: dict[str, str] = field(default_factory=dict)  # network ID -> its device is down or off its bridge
     wrong: dict[str, list[str]] = field(default_factory=dict)  # network ID -> peers missing or wrong
     unexpected: dict[str, list[str]] = field(default_factory=dict)  # network ID -> entries nobody wants
+    stale: list = field(default_factory=list)  # quarantine.Stale: endpoints a reclaim left behind
 
 
 class OverlayReconciliation:
@@ -36,10 +40,13 @@ class OverlayReconciliation:
         return set(self.mode.networks)
 
     async def observe(self, full: bool) -> OverlaySnapshot:
-        snap = OverlaySnapshot()
+        snap = OverlaySnapshot(stale=self.mode.quarantine.stale(self.mode.names()))
         ipr = self.mode.ipr
         for net in list(self.mode.networks.values()):
-            snap.devices[net.network_id] = links.link_index(ipr, net.device) is not None
+            device = await links.get_link(ipr, net.device)
+            snap.devices[net.network_id] = device is not None
+            if device is not None and (not device.up or device.master is None):
+                snap.detached[net.network_id] = "down" if not device.up else "off its bridge"
             if not snap.devices[net.network_id] or not self.mode.peers.synced.is_set():
                 continue  # without a snapshot of etcd, nothing says what the peers should be
             neigh, fdb = await vxlan.peers(ipr, net.device)
@@ -62,6 +69,11 @@ class OverlayReconciliation:
                     "its containers reach nothing on other hosts", "recreate the device on the network's bridge"),
                     partial(self._device, net)))
                 continue
+            if nid in snapshot.detached:
+                out.append(Decision(Finding(
+                    "overlay devices recreated", subject, f"VXLAN device {net.device} is {snapshot.detached[nid]}",
+                    "its containers reach nothing on other hosts", "put the device back on the network's bridge,"
+                    " up"), partial(self._device, net)))
             wrong, unexpected = snapshot.wrong.get(nid, []), snapshot.unexpected.get(nid, [])
             if wrong or unexpected:
                 problem = "; ".join(p for p in (
@@ -72,6 +84,13 @@ class OverlayReconciliation:
                     "overlay peers repaired", subject, problem,
                     "containers here cannot reach those on other hosts, or reach stale addresses",
                     "write the entries the cluster wants and drop the others"), self.mode.peers.verify))
+        epoch = self.mode.endpoints.membership.epoch
+        for stale in snapshot.stale:
+            # Nothing pynet may fix: the container holds an address that may be another's.
+            out.append(Decision(Finding(
+                "quarantined endpoints", f"endpoint {naming.short(stale.endpoint_id)} (cluster network"
+                f" {stale.network})", stale.why(epoch).split(": ", 1)[1],
+                "its container reaches nothing across hosts, and nothing across hosts reaches it", FIX), None))
         return out
 
     async def _device(self, net: "OverlayNetwork") -> None:

@@ -133,6 +133,7 @@ class RoutedMode(OnBridgeNetworks, PublishedEndpoints):
                 self.networks.pop(req.NetworkID, None)
                 if not any(n.name == net.name for n in self.networks.values()):
                     await self.routes.remove_network(net.name)
+                    await self.endpoints.unpublish_network(net.name)
                 await self.db.write(lambda c: store.delete_network(c, req.NetworkID))
         return Empty()
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -92,3 +94,76 @@ def test_a_lost_hosts_routes_go_from_its_peers_in_routed_mode(rig):
     assert until(lambda: doomed.ip not in routes(h1) and doomed.ip not in routes(h2), 20), routes(h1)
     assert not a.ping(doomed.ip)
     a.remove()
+
+
+def echoes(container, source: str) -> int:
+    """ICMP echo requests from `source` the container has received (a counting rule in its INPUT)."""
+    rule = ["-s", source, "-p", "icmp", "--icmp-type", "echo-request"]
+    if sh("ip", "netns", "exec", container.ns, "iptables", "-C", "INPUT", *rule, check=False).returncode:
+        sh("ip", "netns", "exec", container.ns, "iptables", "-A", "INPUT", *rule)
+    saved = sh("ip", "netns", "exec", container.ns, "iptables-save", "-c", "-t", "filter").stdout
+    found = re.search(rf"^\[(\d+):\d+\] -A INPUT -s {re.escape(source)}/32 -p icmp", saved, re.M)
+    return int(found.group(1)) if found else 0
+
+
+def test_a_reclaimed_host_that_comes_back_keeps_its_stale_containers_off_the_overlay(rig):
+    """Paused past the grace period (its pynet stopped, its containers running), the host
+    is reclaimed and its container's address goes to a container elsewhere. When it comes
+    back that container is quarantined: no frame between it and the overlay, so the
+    address answers from one container only; pynet says so everywhere; removing the
+    container lifts it."""
+    h1, h2, h3 = rig.hosts
+    net = Network("stale", "10.72.0.0/24")
+    for host in rig.hosts:
+        net.create_on(host)
+    a = Container(h1, net, "q1").start()
+    old = Container(h2, net, "q2").start()
+    assert until(lambda: a.ping(old.ip), 5)
+    assert h2.proc is not None
+    os.kill(h2.proc.pid, signal.SIGSTOP)
+    try:
+        # Lease (2 s) + grace (2 s) + a check (5 s at most): h1 forgets old's entries.
+        assert until(lambda: old.ip not in neighbours(h1), 20), neighbours(h1)
+        taken = Container(h3, net, "q3")
+
+        def take() -> bool:  # once the address has cooled down (3 s)
+            try:
+                taken.start(address=old.ip)
+            except RuntimeError:
+                return False
+            return True
+        assert until(take, 15)
+    finally:
+        os.kill(h2.proc.pid, signal.SIGCONT)
+    assert taken.ip == old.ip
+    # h2 registers again under a new epoch, and quarantines what it published before.
+    assert until(lambda: "quarantined: this host was reclaimed while away" in h2.log(), 20), h2.log()[-2000:]
+    assert until(lambda: a.ping(taken.ip), 5)
+    # The address answers from one container: h3's. Nothing of old's reaches h1's container
+    # (it may still know a's MAC from before), nor does h2's bridge pass it to the overlay.
+    before = echoes(a, old.ip)
+    assert not old.ping(a.ip, count=3)
+    assert echoes(a, old.ip) == before
+    before_old, before_taken = echoes(old, a.ip), echoes(taken, a.ip)
+    assert a.ping(old.ip, count=3)
+    assert echoes(taken, a.ip) == before_taken + 3 and echoes(old, a.ip) == before_old
+    # A container started on h2 now is no stale one: it reaches a.
+    fresh = Container(h2, net, "q4").start()
+    assert until(lambda: fresh.ping(a.ip), 10)
+    # Said in /healthz, `pynet cluster`, `pynet doctor` and `pynet path`, with the fix.
+    health = json.loads(sh("curl", "-s", "--unix-socket", str(h2.socket), "http://pynet/healthz").stdout)
+    assert health["degraded"] and "quarantined" in health["checks"]["overlay"], health
+    cli = [sys.executable, "-m", "driver"]
+    view = sh(*cli, "cluster", "--socket", str(h2.socket)).stdout
+    assert f"PROBLEM: endpoint {old.endpoint[:12]} ({old.ip}) on cluster network stale: quarantined" in view
+    doctor = sh(*cli, "doctor", "--socket", str(h2.socket), check=False)
+    assert doctor.returncode == 1 and "restart the container" in doctor.stdout, doctor.stdout
+    path = json.loads(sh(*cli, "path", old.endpoint, "--json", "--socket", str(h2.socket), check=False).stdout)
+    (device,) = [h for h in path["hops"] if h["kind"] == "vxlan"]
+    assert "quarantined" in device["problems"][0]["what"]
+    # Docker removes the container: the quarantine goes with it.
+    old.remove()
+    assert until(lambda: not json.loads(sh("curl", "-s", "--unix-socket", str(h2.socket),
+                                           "http://pynet/healthz").stdout)["degraded"], 5)
+    for c in (a, taken, fresh):
+        c.remove()

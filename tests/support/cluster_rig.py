@@ -121,9 +121,11 @@ class Container:
         self.endpoint = secrets.token_hex(32)
         self.address = ""
 
-    def start(self) -> "Container":
+    def start(self, address: str = "") -> "Container":
+        """`address`: that one (--ip), else the next free one."""
         h, n = self.host, self.net
-        self.address = h.call("IpamDriver.RequestAddress", {"PoolID": n.pools[h.name]})["Address"]
+        self.address = h.call("IpamDriver.RequestAddress", {"PoolID": n.pools[h.name],
+                                                            **({"Address": address} if address else {})})["Address"]
         h.call("NetworkDriver.CreateEndpoint", {"NetworkID": n.ids[h.name], "EndpointID": self.endpoint,
                                                 "Interface": {"Address": self.address}})
         sh("ip", "netns", "add", self.ns)

@@ -55,3 +55,21 @@ async def test_a_change_reaches_the_followers_holding_its_network():
     assert overlay.synced == [] and routed.synced == ["db"]
     await e.sync()  # after a snapshot: every network of every follower
     assert overlay.synced == ["web"] and sorted(routed.synced) == ["cache", "db", "db"]
+
+
+def test_endpoints_published_under_an_earlier_epoch_are_stale():
+    from driver.overlay.quarantine import Quarantine
+    e = endpoints()
+    e.membership = SimpleNamespace(host="h1", epoch=None)  # type: ignore[assignment]
+    e.published = {"a" * 64: ("web", 1, ["10.0.0.2"]), "b" * 64: ("web", 2, ["10.0.0.3"]),
+                   "c" * 64: ("db", 1, ["10.1.0.2"])}
+    assert e.stale() == {}  # not registered yet: nothing says which epoch is this host's
+    e.membership.epoch = 2
+    assert set(e.stale()) == {"a" * 64, "c" * 64}
+    q = Quarantine(e, ipr=None)
+    (stale,) = q.stale(["web"])  # only the overlay's networks
+    assert stale.veth == "pnh" + "a" * 12 and stale.ips == ("10.0.0.2",)
+    (problem,) = q.problems(["web"])
+    assert problem.startswith("endpoint aaaaaaaaaaaa (10.0.0.2) on cluster network web: quarantined: this host was"
+                              " reclaimed while away (epoch 1 -> 2)")
+    assert "docker restart" in problem
