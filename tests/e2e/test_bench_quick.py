@@ -32,3 +32,17 @@ def test_bench_quick(tmp_path):
     # It left nothing behind.
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "pynet-e2e-bench" not in netns
+
+
+def test_cluster_scale_quick(tmp_path):
+    """The cluster's scale simulation (its own etcd on loopback, no Docker) runs end to end."""
+    import shutil
+    if shutil.which("etcd") is None:
+        pytest.fail("the scale simulation needs etcd (apt-get install etcd-server)")
+    proc = subprocess.run([sys.executable, "-m", "bench.cluster_scale", "--quick", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"failed ({proc.returncode}):\n{proc.stderr[-4000:]}\n{proc.stdout[-4000:]}"
+    text = (tmp_path / "benchmarks-cluster.md").read_text()
+    assert re.search(r"^\| 3 \| 6 \| \d+\.\d+ s \| ", text, re.M) and re.search(r"^\| 10 \| 20 \| ", text, re.M), text
+    assert "(not all)" not in text
+    assert (tmp_path / "benchmarks-cluster.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
