@@ -195,7 +195,19 @@ def test_a_hundred_containers_on_each_of_two_hosts(cluster, underlay):
         claims = etcd_prefix(underlay, "/pynet/addresses/many/")
         owned = {ip: json.loads(v)["host"] for ip, v in claims.items()}
         assert owned == {ip: host for (host, _), ip in ips.items()}
+        # A host that joins the network late learns all 200 at once: its container reaches
+        # the first and the last of them, and its kernel holds an entry for each.
+        o3 = cluster[2]
+        create(o3, "many", "--subnet", "10.84.0.0/22")
+        late = o3.docker_proc("run", "--rm", "--network", "many", IMAGE, "sh", "-c",
+                              " && ".join(f"ping -c 1 -W 2 {ip}" for ip in (ips[(started[0][0].name, started[0][1])],
+                                                                          ips[(started[-1][0].name, started[-1][1])])))
+        assert late.returncode == 0, late.stdout + late.stderr
+        neighbours = subprocess.run(["ip", "-n", o3.ns, "neigh", "show", "nud", "permanent"], capture_output=True,
+                                    text=True).stdout
+        assert {ip for ip in ips.values() if f"{ip} dev pnvx" in neighbours} == set(ips.values())
     finally:
+        cluster[2].docker_proc("network", "rm", "many")
         for host in (o1, o2):
             names = [n for h, n in started if h is host]
             if names:
@@ -203,6 +215,29 @@ def test_a_hundred_containers_on_each_of_two_hosts(cluster, underlay):
     assert until(lambda: not etcd_prefix(underlay, "/pynet/addresses/many/"), 10)
     for host in (o1, o2):
         host.docker_proc("network", "rm", "many")
+
+
+def test_fifty_new_containers_reach_another_host_with_their_first_packet(cluster):
+    """Convergence: each new container's first ping, sent the moment it starts, is answered
+    from a container on another host (whose host must already know the new one)."""
+    o1, o2 = cluster[0], cluster[1]
+    for host in (o1, o2):
+        create(host, "converge", "--subnet", "10.83.0.0/24")
+    try:
+        o1.docker("run", "-d", "--name", "target", "--network", "converge", IMAGE, "sleep", "1000")
+        target = o1.container_ip("target", "converge")
+        answered = 0
+        for _ in range(5):  # ten at a time
+            procs = [subprocess.Popen(o2.docker_argv("run", "--rm", "--network", "converge", IMAGE,
+                                                     "ping", "-c", "1", "-W", "2", target),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(10)]
+            answered += sum(proc.wait(120) == 0 for proc in procs)
+        print(f"{answered}/50 first packets answered across hosts")
+        assert answered >= 49
+    finally:
+        o1.docker_proc("rm", "-f", "target")
+        for host in (o1, o2):
+            host.docker_proc("network", "rm", "converge")
 
 
 def etcd_prefix(underlay, prefix: str) -> dict[str, str]:
