@@ -383,3 +383,50 @@ def test_a_vxlan_sender_that_is_no_member_gets_nothing_in(cluster, underlay):
             host.docker_proc("rm", "-f", name)
         for host in (o1, o2):
             host.docker_proc("network", "rm", "guarded")
+
+
+def test_a_docker_host_killed_whole_is_reclaimed_by_its_peers(cluster, underlay):
+    """Last of this module: o3 leaves the cluster for good. Its power is cut (dockerd,
+    containerd, its containers and pynet killed, its namespace gone); past the grace
+    period a peer reclaims it: every peer drops its containers' entries, its epoch moves,
+    and after the cool-down its container's address is another host's to take."""
+    from tests.support.cluster_rig import UNDERLAY, cluster_flags
+    short = ("--host-lease", "2", "--lost-host-grace", "2", "--reclaim-cooldown", "3")
+    o1, o2, o3 = cluster
+    for i, host in enumerate(cluster, 1):
+        host.restart_pynet_with(*short, *cluster_flags(host.name, f"{UNDERLAY}.{i}"))
+
+    def reaches(ip: str) -> bool:
+        return o1.docker_proc("exec", "k1", "ping", "-c", "1", "-W", "1", ip).returncode == 0
+
+    def neighbours(host) -> str:
+        return subprocess.run(["ip", "-n", host.ns, "neigh", "show", "nud", "permanent"], capture_output=True,
+                              text=True).stdout
+    try:
+        for host in (o1, o2, o3):
+            create(host, "gone", "--subnet", "10.89.0.0/24")
+        o1.docker("run", "-d", "--name", "k1", "--network", "gone", IMAGE, "sleep", "1000")
+        o3.docker("run", "-d", "--name", "k3", "--network", "gone", IMAGE, "sleep", "1000")
+        lost = o3.container_ip("k3", "gone")
+        assert until(lambda: reaches(lost), 10)
+        assert f"{lost} dev pnvx" in neighbours(o2)
+        o3.reboot()  # comes back as a plain Docker host, off the underlay and out of the cluster
+        # Lease (2 s) + grace (2 s) + a check (5 s at most).
+        assert until(lambda: f"{lost} dev pnvx" not in neighbours(o1) and f"{lost} dev pnvx" not in neighbours(o2),
+                     30), neighbours(o1)
+        assert etcd_prefix(underlay, "/pynet/epochs/").get(o3.name) == "2"
+        assert not any(json.loads(v).get("host") == o3.name
+                       for v in etcd_prefix(underlay, "/pynet/endpoints/gone/").values())
+
+        def take() -> bool:  # once the address has cooled down (3 s)
+            o2.docker_proc("rm", "-f", "k2")
+            return o2.docker_proc("run", "-d", "--name", "k2", "--network", "gone", "--ip", lost, IMAGE,
+                                  "sleep", "1000").returncode == 0
+        assert until(take, 20)
+        assert until(lambda: reaches(lost), 10)
+    finally:
+        for host, name in ((o1, "k1"), (o2, "k2")):
+            host.docker_proc("rm", "-f", name)
+        for i, host in enumerate((o1, o2), 1):
+            host.docker_proc("network", "rm", "gone")
+            host.restart_pynet_with(*cluster_flags(host.name, f"{UNDERLAY}.{i}"))
