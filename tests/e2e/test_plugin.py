@@ -353,3 +353,56 @@ def test_restarts_under_load_are_measured(plugin, names, how):
     # A start Docker gave up on may leave an endpoint only reconciliation reclaims
     # (a minute after its Join at the latest).
     check_round_outcome(host, names, net, subnet, settle=90)
+
+
+def test_the_managed_plugin_in_cluster_mode_over_tls(plugin, names):
+    """`docker plugin set` with etcd's endpoints and TLS files (under the state mount): the
+    plugin registers with an etcd that asks for client certificates, and an overlay
+    network's endpoint record reaches etcd. The etcd is this test's, on a veth between
+    the machine and the test host (198.51.100.0/24), never anywhere else."""
+    from ..support.etcd import TestEtcd
+    if shutil.which("etcd") is None:
+        pytest.fail("the cluster-mode plugin test needs etcd (apt-get install etcd-server)")
+    host = plugin.host
+    outside, inside = "e2etls0", "tls1"
+    subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", host.ns],
+                   check=True)
+    server = TestEtcd(listen="198.51.100.1", tls=True)
+    try:
+        subprocess.run(["ip", "addr", "add", "198.51.100.1/30", "dev", outside], check=True)
+        subprocess.run(["ip", "link", "set", outside, "up"], check=True)
+        subprocess.run(["ip", "-n", host.ns, "addr", "add", "198.51.100.2/30", "dev", inside], check=True)
+        subprocess.run(["ip", "-n", host.ns, "link", "set", inside, "up"], check=True)
+        server.start()
+        tls = plugin.state / "etcd-tls"
+        tls.mkdir(parents=True, exist_ok=True)
+        for name in ("ca", "cert", "key"):
+            shutil.copy(server.certificates[name], tls / f"{name}.pem")
+        with plugin.settings(PYNET_ETCD_ENDPOINTS=server.endpoint, PYNET_VTEP="198.51.100.2",
+                             PYNET_CLUSTER_HOST="p1", PYNET_ETCD_CA="/var/lib/pynet/etcd-tls/ca.pem",
+                             PYNET_ETCD_CERT="/var/lib/pynet/etcd-tls/cert.pem",
+                             PYNET_ETCD_KEY="/var/lib/pynet/etcd-tls/key.pem"):
+            status = plugin.cli("status").stdout
+            assert re.search(r"cluster\s+ok \(host p1, epoch 1, VTEP 198\.51\.100\.2\)", status), status
+            net = names.network("-o", "pynet.mode=overlay", "-o", "pynet.cluster=secure", "--ipam-opt",
+                                "pynet.cluster=secure", "--subnet", "10.218.64.0/24")
+            c = names.run(net)
+            ip = host.container_ip(c, net)
+            records = subprocess.run(
+                ["etcdctl", "--endpoints", f"https://{server.endpoint}", "--cacert", server.certificates["ca"],
+                 "--cert", server.certificates["cert"], "--key", server.certificates["key"],
+                 "get", "/pynet/endpoints/secure/", "--prefix", "--print-value-only"],
+                capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=30)
+            assert f'"{ip}"' in records.stdout and '"host": "p1"' in records.stdout, records.stdout + records.stderr
+            view = plugin.cli("cluster").stdout
+            assert "host p1 (registered)" in view and "network secure: VNI" in view, view
+            names.cleanup()
+            names.networks.clear(), names.containers.clear()
+    finally:
+        # Single-host again (plugin.settings restores only what the other tests change).
+        host.docker_proc("plugin", "disable", "--force", PLUGIN)
+        plugin.configure(PYNET_ETCD_ENDPOINTS="", PYNET_VTEP="", PYNET_CLUSTER_HOST="", PYNET_ETCD_CA="",
+                         PYNET_ETCD_CERT="", PYNET_ETCD_KEY="")
+        plugin.enable()
+        server.close()
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
