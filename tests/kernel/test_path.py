@@ -136,3 +136,28 @@ async def test_an_endpoint_without_a_container(ns, pynet):  # noqa: F811
     body = await path_of(p, ep.eid, "198.51.100.7:443")
     assert hop(body, "container")["holds"]["state"].startswith("no container has joined")
     assert body["to"]["steps"][0]["verdict"] == "unknown"
+
+
+async def test_a_dual_stack_endpoint_and_an_ipv6_destination(ns, pynet, sandboxes):  # noqa: F811
+    p = await pynet()
+    await p.reconciler.run()
+    net = await create_network(p, "10.207.0.0/24", v6="fd00:207::/64")
+    eps = []
+    for _ in range(2):
+        ep = await create_endpoint(p, ns, net, sandboxes.create(), v6=True)
+        where = f"--net={ep.sandbox}"
+        run("nsenter", where, "ip", "link", "set", ep.peer, "name", "eth0")
+        run("nsenter", where, "ip", "addr", "add", ep.address, "dev", "eth0")
+        run("nsenter", where, "ip", "-6", "addr", "add", ep.address6, "dev", "eth0", "nodad")
+        run("nsenter", where, "ip", "link", "set", "eth0", "up")
+        run("nsenter", where, "ip", "route", "add", "default", "via", net.gateway.split("/")[0])
+        run("nsenter", where, "ip", "-6", "route", "add", "default", "via", net.gateway6.split("/")[0])
+        eps.append(ep)
+    a, b = eps
+    body = await path_of(p, a.eid, f"[{b.address6.split('/')[0]}]:80")
+    assert body["ok"], body
+    inside = hop(body, "container")
+    assert a.address6 in inside["holds"]["addresses"] and len(inside["holds"]["default_routes"]) == 2
+    assert hop(body, "firewall")["holds"]["families"] == [4, 6]
+    last = body["to"]["steps"][-1]
+    assert last["verdict"] == "deliver" and b.host in last["what"], body["to"]
