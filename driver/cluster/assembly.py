@@ -47,8 +47,8 @@ class Cluster:
     # What each mode holding cluster networks says of one of them here (`pynet cluster`):
     # None if it holds no network of that name, else {"device", "peers", "problems"?}.
     local_views: list[Callable[[str], Awaitable[Optional[dict]]]] = field(default_factory=list)
-    # Told after each registration of this host (e.g. to quarantine the endpoints a
-    # reclaim made stale: Endpoints.stale()).
+    # Told at each registration of this host, once its epoch is known and before peers let it
+    # in (e.g. to quarantine the endpoints a reclaim made stale: Endpoints.stale()).
     registered: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
 
 
@@ -92,14 +92,17 @@ async def open_cluster(config: ClusterSettings, db: Database, ipr) -> Cluster:
                       underlay_mtu, version, interface)
     cluster.replays.append(endpoints.replay_unpublish)
 
-    async def registered(epoch: int) -> None:
-        await ipam.registered(epoch)
+    async def epoch_known(epoch: int) -> None:
         for told in cluster.registered:
             try:
                 await told()
             except Exception as exc:  # noqa: BLE001 - registered all the same; verification retries
-                log.error("cluster: after registering: %s", exc, exc_info=True)
-    membership.on_registered = registered
+                log.error("cluster: before announcing this host: %s", exc, exc_info=True)
+    membership.before_announce = epoch_known
+    membership.on_registered = ipam.registered
+    # A stale endpoint's addresses stay its own here until Docker removes it.
+    ipam.kept = lambda name: {ip for held_name, _, ips in endpoints.stale().values() if held_name == name
+                              for ip in ips}
     return cluster
 
 

@@ -43,6 +43,10 @@ from .membership import Membership
 log = logging.getLogger("pynet.cluster")
 
 
+def _insert_published(conn, endpoint_id: str, held: tuple[str, int, list[str]]) -> None:
+    store.insert_published(conn, endpoint_id, *held)
+
+
 class Follower(Protocol):
     """A mode's data plane that follows the records of its networks."""
 
@@ -191,9 +195,23 @@ class Endpoints:
                 self.records[key.decode()] = (written, json.loads(value))
             except ValueError:
                 log.warning("cluster: endpoint record %s is not JSON; ignored", key.decode())
+        await self._backfill()
         await self.sync()
         self.synced.set()
         return revision
+
+    async def _backfill(self) -> None:
+        """This host's records in etcd that it has no row of (published by a pynet from
+        before it kept them): remembered with the epoch they carry."""
+        missing = {}
+        for key, (_, record) in self.records.items():
+            parts = self.keys.parts(key.encode())
+            if len(parts) == 3 and record.get("host") == self.membership.host and parts[2] not in self.published \
+                    and isinstance(record.get("epoch"), int):
+                missing[parts[2]] = (parts[1], record["epoch"], list(record.get("ips", [])))
+        for endpoint_id, held in missing.items():
+            await self.db.write(partial(_insert_published, endpoint_id=endpoint_id, held=held))
+            self.published[endpoint_id] = held
 
     def _apply(self, event) -> tuple[Optional[str], Optional[float]]:
         """One watch event into the records: the network it concerns, and when a

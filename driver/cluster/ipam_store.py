@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from functools import partial
-from typing import Optional
+from typing import Callable, Optional
 
 from ipam.addr import IPAddress, IPNetwork
 from ipam.errors import AddressInUse, InvalidRequest, PoolExhausted, PoolNotFound
@@ -48,6 +48,9 @@ def is_cluster_pool(pool_id: str) -> bool:
 
 class EtcdIpamStore:
     def __init__(self, etcd: Etcd, keys: Keys, membership: Membership, db: Database) -> None:
+        # Addresses this host's containers still use though it no longer holds them in etcd
+        # (a reclaim made them stale, Endpoints.stale): never handed out here until they go.
+        self.kept: Callable[[str], set[str]] = lambda name: set()
         self.etcd, self.keys, self.membership, self.db = etcd, keys, membership, db
         self.pools: dict[str, store.PoolRecord] = {}
 
@@ -199,7 +202,7 @@ class EtcdIpamStore:
         holder = await self._claim(pool, addr)
         if holder is not None:
             raise AddressInUse(f"address {addr} is already in use on host {holder} (cluster network {pool.name})")
-        if str(addr) in pool.addresses:
+        if str(addr) in pool.addresses or str(addr) in self.kept(pool.name):
             raise AddressInUse(f"address {addr} is already in use on this host (cluster network {pool.name})")
         return addr
 
@@ -232,8 +235,9 @@ class EtcdIpamStore:
 
     async def _next_in(self, pool: store.PoolRecord, subnet: IPNetwork, block: IPNetwork) -> Optional[IPAddress]:
         unusable = {subnet.network_address, *( [subnet.broadcast_address] if subnet.version == 4 else [])}
+        kept = self.kept(pool.name)
         for addr in block:
-            if addr in unusable or str(addr) == pool.gateway or str(addr) in pool.addresses:
+            if addr in unusable or str(addr) == pool.gateway or str(addr) in pool.addresses or str(addr) in kept:
                 continue
             if block_of(subnet, addr) != block:
                 continue

@@ -34,6 +34,9 @@ class Membership:
         self.alive = asyncio.Event()  # registered and the lease is held
         # Told the epoch after each registration (the cluster IPAM: was this host reclaimed?).
         self.on_registered: Optional[Callable[[int], Awaitable[None]]] = None
+        # Told the epoch before this host is announced (peers let it in from then on): what a
+        # reclaim made stale is cut off first.
+        self.before_announce: Optional[Callable[[int], Awaitable[None]]] = None
 
     def fence(self) -> list:
         """The compare every write of this host carries."""
@@ -52,6 +55,8 @@ class Membership:
         """Take the current epoch and announce this host on a fresh lease."""
         self.alive.clear()
         self.epoch = await self.current_epoch()
+        if self.before_announce is not None:
+            await self.before_announce(self.epoch)
         self.lease = await self.etcd.lease(max(1, round(self.lease_ttl)))
         record = json.dumps({"vtep": self.vtep, "epoch": self.epoch, "version": self.version,
                              "started": time.time()}).encode()

@@ -45,6 +45,33 @@ async def set_port_isolated(ipr: AsyncIPRoute, name: str, isolated: bool) -> boo
     return True
 
 
+# A quarantined container's bridge port: no frame between it and any isolated port (every
+# VXLAN port), none flooded to it (ARP, neighbour discovery, unknown unicast), its MAC never
+# learned there: nothing on its bridge finds it, and it reaches nothing across hosts.
+QUARANTINE = (("IFLA_BRPORT_ISOLATED", 1), ("IFLA_BRPORT_LEARNING", 0), ("IFLA_BRPORT_UNICAST_FLOOD", 0),
+              ("IFLA_BRPORT_MCAST_FLOOD", 0), ("IFLA_BRPORT_BCAST_FLOOD", 0))
+NUD_PERMANENT = 0x80
+
+
+async def quarantine_port(ipr: AsyncIPRoute, name: str) -> bool:
+    """Cut a bridge port off as QUARANTINE says, and forget the MACs learned on it.
+    False if the link is gone."""
+    index = link_index(ipr, name)
+    if index is None:
+        return False
+    data = {"attrs": [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", {"attrs": list(QUARANTINE)})]}
+    try:
+        await ipr.link("set", index=index, IFLA_LINKINFO=data)
+        for entry in await dump(ipr, "fdb"):
+            if entry["ifindex"] == index and not entry["state"] & NUD_PERMANENT and entry.get("master"):
+                await ipr.fdb("del", ifindex=index, lladdr=entry.get("lladdr"), master=entry.get("master"))
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return False
+        raise KernelError(f"bridge port {name}: cannot quarantine it: {exc}") from None
+    return True
+
+
 _dump_locks: "weakref.WeakKeyDictionary[AsyncIPRoute, asyncio.Lock]" = weakref.WeakKeyDictionary()
 
 

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .links import MAIN_TABLE, dump
+from .links import MAIN_TABLE, QUARANTINE, dump
 
 BRIDGE_PORT_STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
 RTN_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
@@ -43,8 +43,9 @@ async def bridge_port(ipr: AsyncIPRoute, index: int) -> Optional[dict[str, Any]]
             state = msg.get(("IFLA_PROTINFO", "IFLA_BRPORT_STATE"))
             hairpin = msg.get(("IFLA_PROTINFO", "IFLA_BRPORT_MODE"))
             isolated = msg.get(("IFLA_PROTINFO", "IFLA_BRPORT_ISOLATED"))
+            flags = {name: msg.get(("IFLA_PROTINFO", name)) for name, _ in QUARANTINE}
             return {"state": BRIDGE_PORT_STATES.get(state, str(state)), "hairpin": bool(hairpin),
-                    "isolated": bool(isolated)}
+                    "isolated": bool(isolated), "quarantined": all(flags[n] == v for n, v in QUARANTINE)}
     return None
 
 

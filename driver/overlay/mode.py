@@ -206,7 +206,7 @@ class OverlayMode(OnBridgeNetworks, PublishedEndpoints):
     async def verify(self) -> None:
         """Every overlay network's VXLAN device present, its peers as the cluster says, and
         its stale endpoints quarantined (a repaired veth is a new, open port)."""
+        await self.quarantine_stale()  # first: a failure below must not leave a stale port open
         for net in list(self.networks.values()):
             await self.ensure_device(net)  # there, on its bridge, up
         await self.peers.verify()
-        await self.quarantine_stale()

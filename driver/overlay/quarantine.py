@@ -5,11 +5,14 @@ records are deleted and its addresses, after a cool-down, go to other
 hosts' containers. If it comes back with its containers still running, each
 of them still answers an address that may now be another container's. Its
 endpoints are stale (published under an earlier epoch: Endpoints.stale()),
-and stay quarantined until Docker removes them: their bridge port is marked
-isolated, as every VXLAN port is, so the bridge passes no frame between
-them and the overlay (their own host's bridge and other containers still
-reach them); their records are never written again, so no peer holds an
-entry for them. pynet says so in its log, /healthz, `pynet cluster`,
+and stay quarantined until Docker removes them: their bridge port is cut
+off (links.QUARANTINE: isolated, as every VXLAN port is, so no frame passes
+between them and the overlay; nothing flooded to them, their MAC learned
+nowhere, so no container of their own host finds them either, though the
+remote owner of their address has the same MAC); their records are never
+written again, so no peer holds an entry for them; and their addresses are
+not handed out on this host until they go. The cut comes before this host
+is announced again (Membership.before_announce). pynet says so in its log, /healthz, `pynet cluster`,
 `pynet doctor` and `pynet path`, with the fix: restart those containers
 (a new endpoint, a new address, the overlay again).
 """
@@ -56,10 +59,12 @@ class Quarantine:
         self.told: set[str] = set()  # endpoints whose quarantine was logged
 
     def stale(self, names: Iterable[str]) -> list[Stale]:
-        """This host's stale endpoints on the overlay networks `names`."""
+        """This host's stale endpoints on the overlay networks `names` that are still here
+        (their veth is: a record that outlived its endpoint quarantines nothing)."""
         held = set(names)
-        return [Stale(eid, name, epoch, tuple(ips)) for eid, (name, epoch, ips)
-                in sorted(self.endpoints.stale().items()) if name in held]
+        found = [Stale(eid, name, epoch, tuple(ips)) for eid, (name, epoch, ips)
+                 in sorted(self.endpoints.stale().items()) if name in held]
+        return [s for s in found if self.ipr is None or links.link_index(self.ipr, s.veth) is not None]
 
     async def apply(self, names: Iterable[str]) -> int:
         """Isolate every stale endpoint's bridge port (again: a rebuilt veth is a new port);
@@ -68,9 +73,9 @@ class Quarantine:
         epoch = self.endpoints.membership.epoch
         for s in found:
             try:
-                await links.set_port_isolated(self.ipr, s.veth, True)
+                await links.quarantine_port(self.ipr, s.veth)
             except KernelError as exc:  # e.g. its veth is off the bridge: the bridge mode's repair comes first
-                log.warning("endpoint %s: cannot isolate its bridge port yet: %s", naming.short(s.endpoint_id), exc)
+                log.warning("endpoint %s: cannot cut its bridge port off yet: %s", naming.short(s.endpoint_id), exc)
             if s.endpoint_id not in self.told:
                 self.told.add(s.endpoint_id)
                 log.error("%s; %s", s.why(epoch), FIX)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from .. import naming
 from ..findings import Decision, Expected, Finding
-from ..kernel import links, vxlan
+from ..kernel import links, lookup, vxlan
 from .quarantine import FIX
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class OverlaySnapshot:
     wrong: dict[str, list[str]] = field(default_factory=dict)  # network ID -> peers missing or wrong
     unexpected: dict[str, list[str]] = field(default_factory=dict)  # network ID -> entries nobody wants
     stale: list = field(default_factory=list)  # quarantine.Stale: endpoints a reclaim left behind
+    open_ports: list[str] = field(default_factory=list)  # their veths whose port is not cut off (rebuilt?)
 
 
 class OverlayReconciliation:
@@ -42,6 +43,11 @@ class OverlayReconciliation:
     async def observe(self, full: bool) -> OverlaySnapshot:
         snap = OverlaySnapshot(stale=self.mode.quarantine.stale(self.mode.names()))
         ipr = self.mode.ipr
+        for stale in snap.stale:
+            index = links.link_index(ipr, stale.veth)
+            port = await lookup.bridge_port(ipr, index) if index is not None else None
+            if port is not None and not port["quarantined"]:
+                snap.open_ports.append(stale.veth)
         for net in list(self.mode.networks.values()):
             device = await links.get_link(ipr, net.device)
             snap.devices[net.network_id] = device is not None
@@ -91,6 +97,12 @@ class OverlayReconciliation:
                 "quarantined endpoints", f"endpoint {naming.short(stale.endpoint_id)} (cluster network"
                 f" {stale.network})", stale.why(epoch).split(": ", 1)[1],
                 "its container reaches nothing across hosts, and nothing across hosts reaches it", FIX), None))
+        if snapshot.open_ports:
+            out.append(Decision(Finding(
+                "quarantines restored", "quarantined endpoints", f"the bridge ports of {len(snapshot.open_ports)}"
+                f" quarantined endpoints are open ({', '.join(snapshot.open_ports[:5])}; a veth rebuilt?)",
+                "a stale container may answer an address another host's container holds",
+                "cut their ports off again"), self.mode.quarantine_stale))
         return out
 
     async def _device(self, net: "OverlayNetwork") -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -364,17 +365,21 @@ def test_the_managed_plugin_in_cluster_mode_over_tls(plugin, names):
     if shutil.which("etcd") is None:
         pytest.fail("the cluster-mode plugin test needs etcd (apt-get install etcd-server)")
     host = plugin.host
-    outside, inside = "e2etls0", "tls1"
-    subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", host.ns],
-                   check=True)
+    outside, inside = "e2etls" + secrets.token_hex(3), "tls1"
+    for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines():
+        name = line.split(": ")[1].split("@")[0] if ": " in line else ""
+        if name.startswith("e2etls"):  # what a killed run of this test left
+            subprocess.run(["ip", "link", "del", name], capture_output=True)
     server = TestEtcd(listen="198.51.100.1", tls=True)
+    tls = plugin.state / "etcd-tls"
     try:
+        subprocess.run(["ip", "link", "add", outside, "type", "veth", "peer", "name", inside, "netns", host.ns],
+                       check=True)
         subprocess.run(["ip", "addr", "add", "198.51.100.1/30", "dev", outside], check=True)
         subprocess.run(["ip", "link", "set", outside, "up"], check=True)
         subprocess.run(["ip", "-n", host.ns, "addr", "add", "198.51.100.2/30", "dev", inside], check=True)
         subprocess.run(["ip", "-n", host.ns, "link", "set", inside, "up"], check=True)
         server.start()
-        tls = plugin.state / "etcd-tls"
         tls.mkdir(parents=True, exist_ok=True)
         for name in ("ca", "cert", "key"):
             shutil.copy(server.certificates[name], tls / f"{name}.pem")
@@ -405,4 +410,5 @@ def test_the_managed_plugin_in_cluster_mode_over_tls(plugin, names):
                          PYNET_ETCD_CERT="", PYNET_ETCD_KEY="")
         plugin.enable()
         server.close()
+        shutil.rmtree(tls, ignore_errors=True)
         subprocess.run(["ip", "link", "del", outside], capture_output=True)
